@@ -1,0 +1,24 @@
+"""lrpjax: Layer-wise Relevance Propagation for recurrent networks in JAX.
+
+>>> import lrpjax
+>>> R = lrpjax.relevance(model_fn, x)          # doctest: +SKIP
+>>> ex = lrpjax.explain(model_fn, x)           # doctest: +SKIP
+"""
+from lrpjax import cells, interop, rules, strict
+from lrpjax.cells import (LSTMParams, VARIANT_GATES, bilstm, init_lstm, lstm, lstm_params,
+                          stacked_lstm)
+from lrpjax.relevance import Explanation, explain, relevance
+from lrpjax.rules import GATE_RULES, RuleConfig, accumulate, act, gated, linear
+from lrpjax.strict import UnsupportedOperationError
+
+dense = linear
+"""``dense(x, kernel, bias=None)``: a readout with the epsilon rule (alias of :func:`lrpjax.linear`)."""
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Explanation", "GATE_RULES", "LSTMParams", "RuleConfig", "UnsupportedOperationError",
+    "VARIANT_GATES", "accumulate", "act", "bilstm", "cells", "dense", "explain", "gated",
+    "init_lstm", "interop", "linear", "lstm", "lstm_params", "relevance", "rules", "stacked_lstm",
+    "strict",
+]

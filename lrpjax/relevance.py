@@ -1,0 +1,197 @@
+"""``lrpjax.relevance`` and ``lrpjax.explain``: one reverse pass, seeded with the target's score.
+
+Data flow: validate the options and ``x`` -> trace ``model_fn`` under the rule context (collects the
+initial states, and the strict checker reads the trace) -> ``jax.vjp`` of the model with the rules
+active -> seed the cotangent with the target's logit (other classes 0) -> the cotangent that comes back
+at ``x`` is the relevance (see :mod:`lrpjax.rules`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrpjax import rules, strict as strict_mode
+
+Array = jax.Array
+PyTree = Any
+
+
+class Explanation(NamedTuple):
+    """Everything :func:`explain` computes (a pytree: it can be returned from ``jit``/``vmap``).
+
+    Shapes for scores ``(C,)`` / batched scores ``(B, C)``:
+
+    relevance: the structure, shapes and dtypes of ``x``.
+    scores: ``(C,)`` / ``(B, C)`` model outputs (logits).
+    target: ``()`` / ``(B,)`` explained class.
+    total: ``()`` / ``(B,)`` sum of input relevance.
+    initial_state: ``()`` / ``(B,)`` relevance that reached the initial recurrent states (h_0, c_0).
+    absorbed: ``()`` / ``(B,)`` relevance taken by biases and stabilisers:
+      ``scores[target] - total - initial_state`` (0 up to rounding for ``bias_factor=1`` with a
+      conservative gate rule).
+    state_relevance: tuple with the full relevance of each initial state, in the order the model
+      created them (e.g. ``c_0``, ``h_0`` of the forward, then of the backward direction).
+    """
+
+    relevance: PyTree
+    scores: Array
+    target: Array
+    total: Array
+    initial_state: Array
+    absorbed: Array
+    state_relevance: tuple
+
+
+def _check_x(x: PyTree) -> list:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(x)
+    if not leaves:
+        raise ValueError("x must be an array or a pytree with at least one array, got an empty pytree.")
+    for path, leaf in leaves:
+        name = "x" + jax.tree_util.keystr(path)
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"{name} must be a floating-point array (relevance is defined on real-valued inputs), "
+                f"got {type(leaf).__name__} with dtype {dtype}. Integer token ids: embed them first and "
+                f"explain the embedded sequence.")
+        try:
+            concrete = np.asarray(leaf)
+        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+            continue  # traced (inside jit/vmap): checked by the caller's own data pipeline
+        if not np.all(np.isfinite(concrete)):
+            bad = int(np.size(concrete) - np.count_nonzero(np.isfinite(concrete)))
+            raise ValueError(f"{name} contains {bad} NaN/inf value(s); relevance of non-finite inputs "
+                             f"is undefined. Clean or mask them (use lengths= for padding) first.")
+    return [leaf for _, leaf in leaves]
+
+
+def _check_scores(out) -> None:
+    shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
+    if shape is None or len(shape) not in (1, 2) or not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"model_fn(x) must return one floating array of class scores (logits) with shape (C,) or "
+            f"(B, C); got {jax.tree.map(lambda a: getattr(a, 'shape', a), out)} "
+            f"with dtype {dtype}.")
+
+
+def _resolve_target(target, scores: Array) -> Array:
+    C = scores.shape[-1]
+    batch = scores.shape[:-1]
+    if target is None:
+        return jnp.argmax(jax.lax.stop_gradient(scores), axis=-1).astype(jnp.int32)
+    t = jnp.asarray(target)
+    if not jnp.issubdtype(t.dtype, jnp.integer):
+        raise ValueError(f"target must be None, an int or an integer array, got dtype {t.dtype}.")
+    if t.shape not in ((), batch):
+        raise ValueError(f"target must have shape () or {batch} for scores of shape {scores.shape}, "
+                         f"got {t.shape}.")
+    try:
+        tc = np.asarray(t)
+        if tc.size and (tc.min() < 0 or tc.max() >= C):
+            raise ValueError(f"target must lie in [0, {C}) for {C} classes, got values in "
+                             f"[{tc.min()}, {tc.max()}].")
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        pass
+    return jnp.broadcast_to(t, batch).astype(jnp.int32)
+
+
+def _compute(model_fn: Callable, x: PyTree, target, eps, bias_factor, gate, strict):
+    """Shared core: returns (relevance, scores, target, state_relevance)."""
+    cfg = rules.make_config(eps, bias_factor, gate)
+    if not isinstance(strict, bool):
+        raise ValueError(f"strict must be True or False, got {strict!r}.")
+    if not callable(model_fn):
+        raise ValueError(f"model_fn must be callable (x -> class scores), got {type(model_fn).__name__}.")
+    leaves = _check_x(x)
+
+    specs: list = []
+
+    def collect(x):
+        with rules.rule_context(cfg, None) as ctx:
+            out = model_fn(x)
+        specs[:] = ctx.sink_specs
+        return out
+
+    closed, out_shape = jax.make_jaxpr(collect, return_shape=True)(x)
+    _check_scores(out_shape)
+    strict_mode.check(closed, [True] * len(leaves), strict)
+
+    def run(x, sinks):
+        with rules.rule_context(cfg, sinks):
+            return model_fn(x)
+
+    sinks = tuple(jnp.zeros(shape, dtype) for shape, dtype in specs)
+    scores, vjp = jax.vjp(run, x, sinks)
+    t = _resolve_target(target, scores)
+    seed = jax.nn.one_hot(t, scores.shape[-1], dtype=scores.dtype) * jax.lax.stop_gradient(scores)
+    R, R_states = vjp(seed)
+    return R, scores, t, R_states
+
+
+def relevance(model_fn: Callable[[PyTree], Array], x: PyTree, target=None, *, eps: float = 1e-3,
+              bias_factor: float = 0.0, gate: str = "all", strict: bool = True) -> PyTree:
+    """LRP relevance of ``x`` for the ``target`` class score of ``model_fn(x)``.
+
+    Args:
+      model_fn: ``x -> scores``, logits of shape ``(C,)`` or ``(B, C)``, built from lrpjax's layers and
+        rules (:func:`lrpjax.lstm`, :func:`lrpjax.dense`, ...) plus any reshaping/slicing/indexing.
+      x: an array or pytree of floating arrays, e.g. ``(T, e)`` or ``(B, T, e)`` embedded sequences.
+      target: ``None`` (the argmax class), an int, or an int array ``(B,)`` for batched scores.
+        Relevance starts at the target's logit; other classes start at 0. May be traced under ``jit``.
+      eps: epsilon-rule stabiliser (> 0).
+      bias_factor: in ``[0, 1]``; 0 = the reference's default (biases absorb relevance), 1 = biases
+        and stabilisers spread their share over the lower units (exact conservation).
+      gate: rule for gated products: ``"all"`` (signal-take-all, default), ``"half"``, ``"prop"``,
+        ``"abs"``.
+      strict: raise :class:`lrpjax.UnsupportedOperationError` if ``x`` reaches the score through an
+        operation without an LRP rule; ``False`` uses its plain gradient and warns once.
+    Returns:
+      Relevance with exactly the structure, shapes and dtypes of ``x``.
+
+    Works under ``jax.jit`` and ``jax.vmap``, in float32 and float64. Rows of a batch are independent.
+
+    >>> import jax, jax.numpy as jnp, lrpjax
+    >>> p = lrpjax.init_lstm(jax.random.key(0), 4, 8)
+    >>> W = jax.random.normal(jax.random.key(1), (8, 3))
+    >>> model = lambda x: lrpjax.dense(lrpjax.lstm(p, x)[1][1], W)
+    >>> lrpjax.relevance(model, jnp.ones((6, 4))).shape
+    (6, 4)
+    """
+    return _compute(model_fn, x, target, eps, bias_factor, gate, strict)[0]
+
+
+def explain(model_fn: Callable[[PyTree], Array], x: PyTree, target=None, *, eps: float = 1e-3,
+            bias_factor: float = 0.0, gate: str = "all", strict: bool = True) -> Explanation:
+    """Like :func:`relevance`, with the conservation report (see :class:`Explanation`).
+
+    For batched scores ``(B, C)`` every leaf of ``x`` and every initial state must have the leading
+    batch axis ``B`` (so that totals can be reported per row).
+
+    >>> import jax, jax.numpy as jnp, lrpjax
+    >>> p = lrpjax.init_lstm(jax.random.key(0), 4, 8)
+    >>> W = jax.random.normal(jax.random.key(1), (8, 3))
+    >>> model = lambda x: lrpjax.dense(lrpjax.lstm(p, x)[1][1], W)
+    >>> ex = lrpjax.explain(model, jnp.ones((2, 6, 4)), bias_factor=1.0)
+    >>> bool(jnp.allclose(ex.total + ex.initial_state, ex.scores[jnp.arange(2), ex.target], atol=1e-4))
+    True
+    """
+    R, scores, t, R_states = _compute(model_fn, x, target, eps, bias_factor, gate, strict)
+    batched = scores.ndim == 2
+    B = scores.shape[0] if batched else None
+
+    def row_sum(a: Array, what: str) -> Array:
+        if not batched:
+            return jnp.sum(a)
+        if a.ndim == 0 or a.shape[0] != B:
+            raise ValueError(f"explain: {what} has shape {a.shape}, without the leading batch axis "
+                             f"of size B={B} of the scores; cannot report totals per row.")
+        return jnp.sum(a.reshape(B, -1), axis=1)
+
+    zero = jnp.zeros(scores.shape[:-1], scores.dtype)
+    total = sum((row_sum(a, "a leaf of x").astype(scores.dtype) for a in jax.tree.leaves(R)), zero)
+    init = sum((row_sum(a, "an initial state").astype(scores.dtype) for a in R_states), zero)
+    score_t = jnp.take_along_axis(scores, t[..., None], axis=-1)[..., 0]
+    return Explanation(R, scores, t, total, init, score_t - total - init, tuple(R_states))

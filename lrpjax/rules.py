@@ -1,0 +1,334 @@
+"""LRP rules as ``jax.custom_vjp`` primitives: the LRP formulas live here and nowhere else.
+
+The mechanism (one reverse pass computes relevance)
+---------------------------------------------------
+Inside :func:`lrpjax.relevance` a *rule context* is active. Under it, each rule below is a
+``custom_vjp`` whose backward pass receives the **relevance** of its output as the cotangent and
+returns the **relevance** of its inputs. The cotangent that reaches ``x`` is then the relevance
+itself, so a single ``jax.vjp`` seeded with the target score computes LRP, and ``jit``/``vmap``/
+sharding apply as to any gradient. Outside a rule context the same functions are plain,
+differentiable JAX (``jax.grad`` of a model built from them is its ordinary gradient).
+
+Rules (``s_j = +1 if z_j >= 0 else -1``, ``eps > 0``, ``0 <= bias_factor <= 1``):
+
+* :func:`linear` -- epsilon rule for ``z_j = sum_k sum_i a_i^(k) W^(k)_ij + b_j`` over several incoming
+  layers ``k``: ``R_i = sum_j (a_i W_ij + bias_factor * (b_j + eps*s_j) / N) / (z_j + eps*s_j) * R_j``,
+  ``N`` = number of lower units over all incoming layers.
+* :func:`accumulate` -- epsilon rule over summands ``z = t_1 + ... + t_K`` (a dense layer with identity
+  weights, no bias, ``N = K * d``), e.g. the LSTM cell state ``c_t = f*c_{t-1} + i*g``.
+* :func:`act` -- element-wise activation, relevance passes unchanged (identity rule).
+* :func:`gated` -- gated product ``gate * signal`` with the rule chosen by ``gate=``:
+  ``"all"`` (signal-take-all), ``"half"``, ``"prop"``, ``"abs"``.
+* :func:`gate_preactivation` -- a gate's linear map: :func:`linear`, except under ``gate="all"`` where no
+  relevance can ever reach a gate, so it is computed under ``stop_gradient`` and its backward matrix work
+  is skipped entirely (a quarter of an LSTM's gradient work remains).
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+GATE_RULES = ("all", "half", "prop", "abs")
+
+
+class RuleConfig(NamedTuple):
+    """Options of the LRP rules (hashable: it parameterises the cached custom_vjp factories).
+
+    eps: stabiliser of the epsilon rule (> 0).
+    bias_factor: share of bias + stabiliser spread uniformly over the lower units (0 = the
+      reference's default, 1 = exact global conservation).
+    gate: rule for gated products, one of ``"all"`` (signal-take-all), ``"half"``, ``"prop"``, ``"abs"``.
+    """
+
+    eps: float = 1e-3
+    bias_factor: float = 0.0
+    gate: str = "all"
+
+
+def make_config(eps: float = 1e-3, bias_factor: float = 0.0, gate: str = "all") -> RuleConfig:
+    """Validate rule options and return a :class:`RuleConfig`; raises ``ValueError`` naming the argument."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0 or eps != eps:
+        raise ValueError(f"eps must be a number > 0 (the epsilon-rule stabiliser), got {eps!r}.")
+    if (isinstance(bias_factor, bool) or not isinstance(bias_factor, (int, float))
+            or not 0.0 <= bias_factor <= 1.0):
+        raise ValueError(f"bias_factor must be a number in [0, 1] (0 = reference default, "
+                         f"1 = exact conservation), got {bias_factor!r}.")
+    if gate not in GATE_RULES:
+        raise ValueError(f"gate must be one of {GATE_RULES}, got {gate!r}.")
+    return RuleConfig(float(eps), float(bias_factor), gate)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rule context: which options are active, and the initial-state "sinks" that report the relevance
+# reaching h_0 / c_0 (see relevance.py).
+
+class _Context:
+    def __init__(self, config: RuleConfig, sinks: Optional[Sequence[Array]]):
+        self.config = config
+        self.sinks = sinks           # None while collecting shapes; arrays while computing
+        self.sink_specs: list = []   # (shape, dtype) of every initial state, in call order
+
+
+_CONTEXT: contextvars.ContextVar[Optional[_Context]] = contextvars.ContextVar("lrpjax_context",
+                                                                              default=None)
+# Part of jax.jit's cache key: a model function the user jitted is re-traced under the rules instead of
+# reusing a plain trace (and a plain call never reuses an LRP trace).
+_JIT_KEY = jax.make_user_context(None)
+
+
+@contextlib.contextmanager
+def rule_context(config: RuleConfig, sinks: Optional[Sequence[Array]] = None) -> Iterator[_Context]:
+    """Activate LRP rules while tracing a model (used by :func:`lrpjax.relevance`)."""
+    ctx = _Context(config, sinks)
+    token = _CONTEXT.set(ctx)
+    try:
+        with _JIT_KEY((config, sinks is None)):
+            yield ctx
+    finally:
+        _CONTEXT.reset(token)
+
+
+def current() -> Optional[RuleConfig]:
+    """The active :class:`RuleConfig`, or ``None`` outside :func:`lrpjax.relevance` (plain mode)."""
+    ctx = _CONTEXT.get()
+    return None if ctx is None else ctx.config
+
+
+def initial_state(value: Array) -> Array:
+    """Mark ``value`` as an initial recurrent state whose relevance is reported, not dropped.
+
+    In plain mode this is the identity. Under :func:`lrpjax.relevance` the state becomes a leaf: its
+    forward value is unchanged, and the relevance that reaches it is returned in
+    :attr:`lrpjax.Explanation.initial_state` (relevance does not flow on into whatever computed it).
+    """
+    ctx = _CONTEXT.get()
+    if ctx is None:
+        return value
+    k = len(ctx.sink_specs)
+    ctx.sink_specs.append((tuple(value.shape), value.dtype))
+    if ctx.sinks is None:
+        return jax.lax.stop_gradient(value)
+    return ctx.sinks[k].astype(value.dtype) + jax.lax.stop_gradient(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# The epsilon rule: the one formula behind `linear` and `accumulate`.
+
+def _stabilised(z: Array, eps: float) -> Array:
+    """``z + eps * s`` with ``s = +1 if z >= 0 else -1``; never smaller than eps in magnitude."""
+    return z + jnp.where(z >= 0, eps, -eps).astype(z.dtype)
+
+
+def _epsilon(z: Array, R: Array, bias: Optional[Array], n_lower: int,
+             cfg: RuleConfig) -> tuple[Array, Array]:
+    """Messages and bias share of the epsilon rule.
+
+    Returns ``S = R / (z + eps*s)`` (shape of ``z``) and
+    ``share = bias_factor * sum_j (b_j + eps*s_j) * S_j / N`` (shape ``z.shape[:-1] + (1,)``), so that
+    lower unit ``i`` of incoming layer ``k`` gets ``a_i * (S @ W^(k).T)_i + share``.
+    """
+    zs = _stabilised(z, cfg.eps)
+    S = R / zs
+    if cfg.bias_factor == 0.0:
+        return S, jnp.zeros(z.shape[:-1] + (1,), z.dtype)
+    absorbed = zs - z if bias is None else zs - z + bias   # b_j + eps*s_j
+    share = cfg.bias_factor * jnp.sum(absorbed * S, axis=-1, keepdims=True) / n_lower
+    return S, share
+
+
+def _rule(name: str):
+    """Mark a custom_vjp backward as an lrpjax rule (the strict-mode checker recognises it)."""
+    def mark(bwd: Callable) -> Callable:
+        bwd._lrpjax_rule = name  # type: ignore[attr-defined]
+        return bwd
+    return mark
+
+
+@functools.lru_cache(maxsize=None)
+def _linear_rule(cfg: RuleConfig, n_inputs: int, has_bias: bool) -> Callable:
+    def lrpjax_linear(inputs, weights, bias):
+        z = sum(a @ w for a, w in zip(inputs, weights))
+        return z + bias if has_bias else z
+
+    def fwd(inputs, weights, bias):
+        z = lrpjax_linear(inputs, weights, bias)
+        return z, (inputs, weights, bias, z)
+
+    @_rule("linear")
+    def bwd(res, R):
+        inputs, weights, bias, z = res
+        n_lower = sum(a.shape[-1] for a in inputs)
+        S, share = _epsilon(z, R, bias if has_bias else None, n_lower, cfg)
+        R_in = tuple(a * (S @ w.T) + share for a, w in zip(inputs, weights))
+        return R_in, jax.tree.map(jnp.zeros_like, weights), jax.tree.map(jnp.zeros_like, bias)
+
+    f = jax.custom_vjp(lrpjax_linear)
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def _as_tuple(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,)
+
+
+def linear(inputs: Array | Sequence[Array], weights: Array | Sequence[Array],
+           bias: Optional[Array] = None) -> Array:
+    """Linear map ``z = sum_k inputs[k] @ weights[k] + bias`` with the epsilon rule.
+
+    Args:
+      inputs: one array ``a`` of shape ``(..., n)`` or a sequence of them (several incoming layers,
+        e.g. ``(x_t, h_prev)``), all with the same leading shape.
+      weights: matching ``(n_k, m)`` matrices.
+      bias: ``(m,)`` or ``None``.
+    Returns:
+      ``z`` of shape ``(..., m)``. Under :func:`lrpjax.relevance` its backward is the epsilon rule with
+      ``N = sum_k n_k``.
+
+    >>> import jax.numpy as jnp, lrpjax
+    >>> lrpjax.rules.linear(jnp.ones((2, 3)), jnp.ones((3, 4))).shape
+    (2, 4)
+    """
+    inputs, weights = _as_tuple(inputs), _as_tuple(weights)
+    if len(inputs) != len(weights):
+        raise ValueError(f"linear: got {len(inputs)} inputs but {len(weights)} weight matrices.")
+    for k, (a, w) in enumerate(zip(inputs, weights)):
+        if w.ndim != 2 or a.shape[-1] != w.shape[0]:
+            raise ValueError(f"linear: inputs[{k}] has shape {a.shape} but weights[{k}] has shape "
+                             f"{w.shape}; expected weights[{k}] of shape ({a.shape[-1]}, m).")
+    cfg = current()
+    if cfg is None:
+        z = sum(a @ w for a, w in zip(inputs, weights))
+        return z if bias is None else z + bias
+    return _linear_rule(cfg, len(inputs), bias is not None)(inputs, weights, bias)
+
+
+def gate_preactivation(inputs: Array | Sequence[Array], weights: Array | Sequence[Array],
+                       bias: Optional[Array] = None) -> Array:
+    """Pre-activation of gates: :func:`linear`, but under ``gate="all"`` no relevance can reach a gate,
+    so it is computed under ``stop_gradient`` and costs no backward work at all."""
+    cfg = current()
+    if cfg is not None and cfg.gate == "all":
+        inputs = tuple(jax.lax.stop_gradient(a) for a in _as_tuple(inputs))
+        with _plain():
+            return linear(inputs, weights, bias)
+    return linear(inputs, weights, bias)
+
+
+@contextlib.contextmanager
+def _plain() -> Iterator[None]:
+    token = _CONTEXT.set(None)
+    try:
+        with _JIT_KEY(None):
+            yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+@functools.lru_cache(maxsize=None)
+def _accumulate_rule(cfg: RuleConfig, n_terms: int) -> Callable:
+    def lrpjax_accumulate(terms):
+        return sum(terms)
+
+    def fwd(terms):
+        z = sum(terms)
+        return z, (terms, z)
+
+    @_rule("accumulate")
+    def bwd(res, R):
+        terms, z = res
+        S, share = _epsilon(z, R, None, n_terms * z.shape[-1], cfg)
+        return (tuple(t * S + share for t in terms),)
+
+    f = jax.custom_vjp(lrpjax_accumulate)
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def accumulate(*terms: Array) -> Array:
+    """Sum of same-shaped terms ``(..., d)`` with the epsilon rule over the summands.
+
+    Treated as a dense layer from ``K*d`` lower units to ``d`` units with identity weights and no bias,
+    ``N = K*d``: summand ``t_k`` gets ``t_k / (z + eps*s) * R`` plus, with ``bias_factor > 0``, an equal
+    share of every unit's stabiliser term (the LSTM-LRP reference's convention).
+    """
+    if len({t.shape for t in terms}) != 1:
+        raise ValueError(f"accumulate: all terms must have one shape, got {[t.shape for t in terms]}.")
+    cfg = current()
+    if cfg is None:
+        return sum(terms)
+    return _accumulate_rule(cfg, len(terms))(tuple(terms))
+
+
+@functools.lru_cache(maxsize=None)
+def _act_rule(fn: Callable) -> Callable:
+    def lrpjax_act(z):
+        return fn(z)
+
+    def fwd(z):
+        return fn(z), None
+
+    @_rule("act")
+    def bwd(_, R):
+        return (R,)
+
+    f = jax.custom_vjp(lrpjax_act)
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def act(fn: Callable[[Array], Array], z: Array) -> Array:
+    """Element-wise activation ``fn(z)`` (tanh, sigmoid, ...) whose relevance passes unchanged."""
+    if current() is None:
+        return fn(z)
+    return _act_rule(fn)(z)
+
+
+def _gate_split(rule: str, gate: Array, signal: Array, R: Array, eps: float) -> tuple[Array, Array]:
+    """Relevance ``(R_gate, R_signal)`` of ``p = gate * signal`` under each gate rule."""
+    if rule == "all":
+        return jnp.zeros_like(R), R
+    if rule == "half":
+        return R / 2, R / 2
+    if rule == "prop":
+        u = _stabilised(gate + signal, eps)
+        return gate / u * R, signal / u * R
+    if rule == "abs":
+        ag, as_ = jnp.abs(gate), jnp.abs(signal)
+        u = ag + as_ + eps
+        return ag / u * R, as_ / u * R
+    raise ValueError(f"gate must be one of {GATE_RULES}, got {rule!r}.")
+
+
+@functools.lru_cache(maxsize=None)
+def _gated_rule(cfg: RuleConfig) -> Callable:
+    def lrpjax_gated(gate, signal):
+        return gate * signal
+
+    def fwd(gate, signal):
+        return gate * signal, (gate, signal)
+
+    @_rule("gated")
+    def bwd(res, R):
+        gate, signal = res
+        return _gate_split(cfg.gate, gate, signal, R, cfg.eps)
+
+    f = jax.custom_vjp(lrpjax_gated)
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def gated(gate: Array, signal: Array) -> Array:
+    """Gated product ``gate * signal`` (same shapes); relevance split by the active gate rule."""
+    cfg = current()
+    if cfg is None:
+        return gate * signal
+    if cfg.gate == "all":  # the gate gets nothing: no backward path through it at all
+        gate = jax.lax.stop_gradient(gate)
+    return _gated_rule(cfg)(gate, signal)

@@ -1,0 +1,178 @@
+"""Strict mode: refuse to explain through operations that have no LRP rule.
+
+Under :func:`lrpjax.relevance` the backward pass carries relevance, so every operation on the path
+from ``x`` to the score must either be an lrpjax rule or move values without changing them (reshape,
+slice, concatenate, gather, select, ...). Anything else -- a bare ``jnp.tanh``, ``jax.nn.gelu``,
+``softmax``, ``exp``, but also a hand-written ``x @ W`` or ``a + b`` -- would be differentiated as a plain
+gradient and give a silently wrong explanation. This module walks the model's jaxpr, follows which
+values depend on ``x`` (through ``jit``, ``scan``, ``while``, ``cond``, ``remat``, custom derivatives),
+and reports each offending operation with its source line.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Iterable
+
+import jax
+from jax.extend import core as jex_core
+
+try:  # source lines of jaxpr equations (a stable helper, but private)
+    from jax._src import source_info_util as _siu
+except ImportError:  # pragma: no cover
+    _siu = None
+
+# Operations that only move, copy, select or re-type values: relevance passes through their
+# transpose correctly (copies' relevance is summed back, unselected branches get zero).
+STRUCTURAL = frozenset({
+    "reshape", "squeeze", "expand_dims", "broadcast_in_dim", "transpose", "slice", "dynamic_slice",
+    "dynamic_update_slice", "concatenate", "gather", "pad", "rev", "select_n", "convert_element_type",
+    "copy", "copy_p", "reduce_precision", "split", "optimization_barrier", "sharding_constraint",
+    "device_put", "mesh_cast", "pvary", "psum_invariant",
+})
+# Operations whose output carries no relevance (no gradient path).
+BLOCKING = frozenset({"stop_gradient"})
+LINEAR = frozenset({"add", "add_any", "sub", "mul", "div", "neg", "dot_general", "reduce_sum",
+                    "cumsum", "conv_general_dilated", "scatter-add", "scatter_add"})
+
+
+class UnsupportedOperationError(ValueError):
+    """Raised in strict mode when ``x`` reaches the score through an operation with no LRP rule."""
+
+
+def _where(eqn) -> str:
+    if _siu is None:
+        return "unknown location"
+    try:
+        return _siu.summarize(eqn.source_info)
+    except Exception:  # pragma: no cover - best effort only
+        return "unknown location"
+
+
+def _is_float(var) -> bool:
+    aval = getattr(var, "aval", None)
+    dtype = getattr(aval, "dtype", None)
+    return dtype is not None and jax.numpy.issubdtype(dtype, jax.numpy.inexact)
+
+
+def _rule_name(eqn):
+    bwd = eqn.params.get("bwd")
+    f = getattr(bwd, "f", bwd)
+    while hasattr(f, "func"):  # functools.partial
+        f = f.func
+    return getattr(f, "_lrpjax_rule", None)
+
+
+def _open(j):
+    """(jaxpr, n_consts_prefix) for a Jaxpr or ClosedJaxpr."""
+    return (j.jaxpr if isinstance(j, jex_core.ClosedJaxpr) else j)
+
+
+def _walk(jaxpr, tainted_in: list[bool], found: list) -> list[bool]:
+    """Propagate "depends on x" through ``jaxpr``; append offending equations to ``found``."""
+    taint = {}
+    for v, t in zip(jaxpr.invars, tainted_in):
+        taint[v] = t
+    is_t = lambda v: isinstance(v, jex_core.Var) and taint.get(v, False)
+    for eqn in jaxpr.eqns:
+        ins = [is_t(v) for v in eqn.invars]
+        outs = _eqn(eqn, ins, found) if any(ins) else [False] * len(eqn.outvars)
+        for v, t in zip(eqn.outvars, outs):
+            taint[v] = bool(t) and _is_float(v)
+    return [is_t(v) for v in jaxpr.outvars]
+
+
+def _fixpoint(body, n_consts: int, n_carry: int, ins: list[bool], found: list, n_out_extra: int):
+    """Taint through a loop body ``consts + carry + xs -> carry + ys`` until the carry is stable."""
+    consts, carry, xs = ins[:n_consts], ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
+    while True:
+        scratch: list = []
+        out = _walk(body, consts + carry + xs, scratch)
+        new_carry = [a or b for a, b in zip(carry, out[:n_carry])]
+        if new_carry == carry:
+            found.extend(scratch)
+            return out
+        carry = new_carry
+
+
+def _eqn(eqn, ins: list[bool], found: list) -> list[bool]:
+    name = eqn.primitive.name
+    n_out = len(eqn.outvars)
+    p = eqn.params
+    if name in BLOCKING:
+        return [False] * n_out
+    if name in STRUCTURAL:
+        return [True] * n_out
+    if name == "custom_vjp_call" and _rule_name(eqn) is not None:
+        return [True] * n_out
+    if name == "scan":
+        body = _open(p["jaxpr"])
+        return _fixpoint(body, p["num_consts"], p["num_carry"], ins, found, 0)
+    if name == "while":
+        cn, bn = p["cond_nconsts"], p["body_nconsts"]
+        body = _open(p["body_jaxpr"])
+        carry_in = ins[cn + bn:]
+        return _fixpoint(body, bn, len(carry_in), ins[cn:cn + bn] + carry_in, found, 0)
+    if name == "cond":
+        outs = [False] * n_out
+        for br in p["branches"]:
+            o = _walk(_open(br), ins[1:], found)
+            outs = [a or b for a, b in zip(outs, o)]
+        return outs
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):  # jit, remat, custom_jvp/vjp, shard_map, ...
+        sub = p.get(key)
+        if sub is not None and hasattr(_open(sub), "eqns") and len(_open(sub).invars) == len(ins):
+            return _walk(_open(sub), ins, found)
+    found.append(eqn)
+    return [True] * n_out
+
+
+def find_unsupported(closed_jaxpr, tainted_in: Iterable[bool]) -> list:
+    """Equations of ``closed_jaxpr`` on the path from the tainted inputs that have no LRP rule."""
+    found: list = []
+    _walk(_open(closed_jaxpr), list(tainted_in), found)
+    return found
+
+
+def _describe(eqns: list) -> list[str]:
+    """One line per source location, naming its primitives, what kind of problem it is and the fix."""
+    by_loc: dict = {}
+    for e in eqns:
+        by_loc.setdefault(_where(e), []).append(e.primitive.name)
+    lines = []
+    for loc, names in by_loc.items():
+        names = list(dict.fromkeys(names))
+        ops = ", ".join(f"`{n}`" for n in names)
+        if all(n in LINEAR for n in names):
+            lines.append(
+                f"  - {ops} at {loc}: linear operation(s) outside lrpjax's rules (the plain gradient "
+                f"would scale or duplicate relevance instead of redistributing it). Fix: write linear "
+                f"maps with lrpjax.linear / lrpjax.dense (epsilon rule), sums of branches with "
+                f"lrpjax.accumulate, masks with jnp.where.")
+        else:
+            lines.append(
+                f"  - {ops} at {loc}: non-linear operation(s) with no LRP rule. Fix: use lrpjax's "
+                f"layers, or wrap an element-wise activation as lrpjax.act(fn, z) (relevance passes "
+                f"unchanged).")
+    return lines
+
+
+_WARNED: set = set()
+
+
+def check(closed_jaxpr, tainted_in: Iterable[bool], strict: bool) -> None:
+    """Raise :class:`UnsupportedOperationError` (strict) or warn once per operation (non-strict)."""
+    found = find_unsupported(closed_jaxpr, tainted_in)
+    if not found:
+        return
+    lines = _describe(found)
+    if strict:
+        raise UnsupportedOperationError(
+            "lrpjax.relevance: the input reaches the score through operation(s) that have no LRP rule:\n"
+            + "\n".join(lines)
+            + "\nOr pass strict=False to treat them with their plain gradient (the explanation is then "
+              "not pure LRP, and a warning says so).")
+    new = [ln for ln in lines if ln not in _WARNED]
+    if new:
+        _WARNED.update(new)
+        warnings.warn("lrpjax.relevance(strict=False): these operations are treated with their plain "
+                      "gradient, not an LRP rule:\n" + "\n".join(new), stacklevel=3)
