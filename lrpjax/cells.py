@@ -240,9 +240,11 @@ def lstm(params: LSTMParams, x: Array, *, lengths: Optional[Array] = None,
         lengths = _check_lengths(lengths, B, T)
 
     def state(v):
-        v = jnp.zeros((B, d), x.dtype) if v is None else jnp.broadcast_to(jnp.asarray(v, x.dtype),
-                                                                          (B, d))
-        return rules.initial_state(v)
+        # registered with the caller's shape ((d,) for an unbatched x) so its relevance reports match
+        shape = (d,) if unbatched else (B, d)
+        v = jnp.zeros(shape, x.dtype) if v is None else jnp.broadcast_to(jnp.asarray(v, x.dtype),
+                                                                         shape)
+        return jnp.broadcast_to(rules.initial_state(v), (B, d))
     c, h = state(c0), state(h0)
 
     xs = _reverse_in_length(x, lengths) if reverse else x
