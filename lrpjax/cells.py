@@ -134,7 +134,7 @@ def _make_preactivations(p: LSTMParams, variant: str, d: int):
             return {q: _block(z, canon, q, d) for q in canon}
         return plain
     # LRP: the cell input gets the epsilon rule; the gates go through gate_preactivation, which under
-    # signal-take-all is a stop_gradient'ed map with no backward work.
+    # signal-take-all passes no relevance and costs no backward work.
     gates = canon.replace("g", "")
     cols = lambda a: jnp.concatenate([_block(a, canon, q, d) for q in gates], axis=-1)
     wxg, whg, bg = (_block(a, canon, "g", d) for a in p)

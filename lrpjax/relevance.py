@@ -126,7 +126,7 @@ def _compute(model_fn: Callable, x: PyTree, target, eps, bias_factor, gate, stri
     sinks = tuple(jnp.zeros(shape, dtype) for shape, dtype in specs)
     scores, vjp = jax.vjp(run, x, sinks)
     t = _resolve_target(target, scores)
-    seed = jax.nn.one_hot(t, scores.shape[-1], dtype=scores.dtype) * jax.lax.stop_gradient(scores)
+    seed = jax.nn.one_hot(t, scores.shape[-1], dtype=scores.dtype) * scores
     R, R_states = vjp(seed)
     return R, scores, t, R_states
 

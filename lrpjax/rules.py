@@ -20,8 +20,10 @@ Rules (``s_j = +1 if z_j >= 0 else -1``, ``eps > 0``, ``0 <= bias_factor <= 1``)
 * :func:`gated` -- gated product ``gate * signal`` with the rule chosen by ``gate=``:
   ``"all"`` (signal-take-all), ``"half"``, ``"prop"``, ``"abs"``.
 * :func:`gate_preactivation` -- a gate's linear map: :func:`linear`, except under ``gate="all"`` where no
-  relevance can ever reach a gate, so it is computed under ``stop_gradient`` and its backward matrix work
-  is skipped entirely (a quarter of an LSTM's gradient work remains).
+  relevance can ever reach a gate, so it is a :func:`no_relevance` computation and its backward matrix
+  work is skipped entirely (a quarter of an LSTM's gradient work remains).
+* :func:`no_relevance` -- a computation whose inputs receive no relevance (gates under ``"all"``,
+  initial states), still differentiable for an outer ``jax.grad``.
 """
 from __future__ import annotations
 
@@ -113,9 +115,8 @@ def initial_state(value: Array) -> Array:
         return value
     k = len(ctx.sink_specs)
     ctx.sink_specs.append((tuple(value.shape), value.dtype))
-    if ctx.sinks is None:
-        return jax.lax.stop_gradient(value)
-    return ctx.sinks[k].astype(value.dtype) + jax.lax.stop_gradient(value)
+    value = no_relevance(lambda v: v, value)
+    return value if ctx.sinks is None else ctx.sinks[k].astype(value.dtype) + value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,26 +210,41 @@ def linear(inputs: Array | Sequence[Array], weights: Array | Sequence[Array],
     return _linear_rule(cfg, len(inputs), bias is not None)(inputs, weights, bias)
 
 
+def _plain_linear(inputs, weights, bias):
+    z = sum(a @ w for a, w in zip(inputs, weights))
+    return z if bias is None else z + bias
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def no_relevance(fn: Callable, *args):
+    """``fn(*args)`` computed with plain JAX, passing **no relevance** back to ``args``.
+
+    Unlike ``stop_gradient`` the forward value stays differentiable for an *outer* ``jax.grad`` (e.g.
+    the gradient of a relevance-based loss): only the relevance pass skips it, at no cost.
+    """
+    return fn(*args)
+
+
+def _no_relevance_fwd(fn, *args):
+    return fn(*args), args
+
+
+@_rule("no_relevance")
+def _no_relevance_bwd(fn, args, R):
+    return jax.tree.map(jnp.zeros_like, args)
+
+
+no_relevance.defvjp(_no_relevance_fwd, _no_relevance_bwd)
+
+
 def gate_preactivation(inputs: Array | Sequence[Array], weights: Array | Sequence[Array],
                        bias: Optional[Array] = None) -> Array:
-    """Pre-activation of gates: :func:`linear`, but under ``gate="all"`` no relevance can reach a gate,
-    so it is computed under ``stop_gradient`` and costs no backward work at all."""
+    """Pre-activation of gates: :func:`linear`, except under ``gate="all"``, where no relevance can
+    ever reach a gate: then it is :func:`no_relevance` and costs no backward matrix work at all."""
     cfg = current()
     if cfg is not None and cfg.gate == "all":
-        inputs = tuple(jax.lax.stop_gradient(a) for a in _as_tuple(inputs))
-        with _plain():
-            return linear(inputs, weights, bias)
+        return no_relevance(_plain_linear, _as_tuple(inputs), _as_tuple(weights), bias)
     return linear(inputs, weights, bias)
-
-
-@contextlib.contextmanager
-def _plain() -> Iterator[None]:
-    token = _CONTEXT.set(None)
-    try:
-        with _JIT_KEY(None):
-            yield
-    finally:
-        _CONTEXT.reset(token)
 
 
 @functools.lru_cache(maxsize=None)
@@ -329,6 +345,4 @@ def gated(gate: Array, signal: Array) -> Array:
     cfg = current()
     if cfg is None:
         return gate * signal
-    if cfg.gate == "all":  # the gate gets nothing: no backward path through it at all
-        gate = jax.lax.stop_gradient(gate)
     return _gated_rule(cfg)(gate, signal)

@@ -103,7 +103,7 @@ def _eqn(eqn, ins: list[bool], found: list) -> list[bool]:
     if name in STRUCTURAL:
         return [True] * n_out
     if name == "custom_vjp_call" and _rule_name(eqn) is not None:
-        return [True] * n_out
+        return [_rule_name(eqn) != "no_relevance"] * n_out
     if name == "scan":
         body = _open(p["jaxpr"])
         return _fixpoint(body, p["num_consts"], p["num_carry"], ins, found, 0)
