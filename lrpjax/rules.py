@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import numbers
 from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import jax
@@ -55,10 +56,13 @@ class RuleConfig(NamedTuple):
 
 
 def make_config(eps: float = 1e-3, bias_factor: float = 0.0, gate: str = "all") -> RuleConfig:
-    """Validate rule options and return a :class:`RuleConfig`; raises ``ValueError`` naming the argument."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0 or eps != eps:
+    """Validate rule options and return a :class:`RuleConfig`; raises ``ValueError`` naming the argument.
+
+    The options are static Python numbers (they select the rules at trace time), not traced arrays.
+    """
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0 or eps != eps:
         raise ValueError(f"eps must be a number > 0 (the epsilon-rule stabiliser), got {eps!r}.")
-    if (isinstance(bias_factor, bool) or not isinstance(bias_factor, (int, float))
+    if (isinstance(bias_factor, bool) or not isinstance(bias_factor, numbers.Real)
             or not 0.0 <= bias_factor <= 1.0):
         raise ValueError(f"bias_factor must be a number in [0, 1] (0 = reference default, "
                          f"1 = exact conservation), got {bias_factor!r}.")
