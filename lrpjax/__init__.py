@@ -5,8 +5,8 @@
 >>> ex = lrpjax.explain(model_fn, x)           # doctest: +SKIP
 """
 from lrpjax import cells, interop, rules, strict
-from lrpjax.cells import (LSTMParams, VARIANT_GATES, bilstm, init_lstm, lstm, lstm_params,
-                          stacked_lstm)
+from lrpjax.cells import (GRUParams, LSTMParams, VARIANT_GATES, bilstm, gru, gru_params, init_gru,
+                          init_lstm, lstm, lstm_params, stacked_lstm)
 from lrpjax.relevance import Explanation, explain, relevance
 from lrpjax.rules import GATE_RULES, RuleConfig, accumulate, act, gated, linear
 from lrpjax.strict import UnsupportedOperationError
@@ -17,8 +17,8 @@ dense = linear
 __version__ = "0.1.0"
 
 __all__ = [
-    "Explanation", "GATE_RULES", "LSTMParams", "RuleConfig", "UnsupportedOperationError",
+    "Explanation", "GATE_RULES", "GRUParams", "LSTMParams", "RuleConfig", "UnsupportedOperationError",
     "VARIANT_GATES", "accumulate", "act", "bilstm", "cells", "dense", "explain", "gated",
-    "init_lstm", "interop", "linear", "lstm", "lstm_params", "relevance", "rules", "stacked_lstm",
+    "gru", "gru_params", "init_gru", "init_lstm", "interop", "linear", "lstm", "lstm_params", "relevance", "rules", "stacked_lstm",
     "strict",
 ]

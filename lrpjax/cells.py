@@ -19,7 +19,8 @@ variant        blocks  equations (``a_q = x_t W^x_q + h_{t-1} W^h_q + b_q`` unle
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+import functools
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -148,19 +149,19 @@ def _make_preactivations(p: LSTMParams, variant: str, d: int):
     return lrp
 
 
-def _cell(variant: str, z: dict, c: Array) -> tuple[Array, Array]:
+def _cell(variant: str, z: dict, c: Array, gate_fn: Callable = jax.nn.sigmoid,
+          act_fn: Callable = jnp.tanh) -> tuple[Array, Array]:
     """One LSTM step from pre-activations ``z``: returns ``(c_new, h_new)``."""
-    sig = jax.nn.sigmoid
-    g = rules.act(jnp.tanh, z["g"])
-    ig = rules.gated(rules.act(sig, z["i"]), g)
+    g = rules.act(act_fn, z["g"])
+    ig = rules.gated(rules.act(gate_fn, z["i"]), g)
     if "f" in z:
-        c_new = rules.accumulate(rules.gated(rules.act(sig, z["f"]), c), ig)
+        c_new = rules.accumulate(rules.gated(rules.act(gate_fn, z["f"]), c), ig)
     else:
         c_new = rules.accumulate(c, ig)
     if variant == "rudder":
         return c_new, c_new
-    tc = rules.act(jnp.tanh, c_new)
-    return c_new, (rules.gated(rules.act(sig, z["o"]), tc) if "o" in z else tc)
+    tc = rules.act(act_fn, c_new)
+    return c_new, (rules.gated(rules.act(gate_fn, z["o"]), tc) if "o" in z else tc)
 
 
 def _concrete(a) -> Optional[np.ndarray]:
@@ -221,6 +222,64 @@ def lstm(params: LSTMParams, x: Array, *, lengths: Optional[Array] = None,
     ((2, 5, 3), (2, 3))
     """
     canon = _check_variant(variant)
+    x, lengths, unbatched = _prepare(x, lengths)
+    B, T, e = x.shape
+    d = params.wh.shape[0]
+    if params.wx.shape != (e, len(canon) * d) or params.wh.shape != (d, len(canon) * d):
+        raise ValueError(f"params do not fit x: x has e={e} features, so expected wx ({e}, "
+                         f"{len(canon)}*d) and wh (d, {len(canon)}*d) for variant {variant!r}; got wx "
+                         f"{params.wx.shape}, wh {params.wh.shape}.")
+    params = jax.tree.map(lambda a: jnp.asarray(a, x.dtype), params)
+
+    def state(v):
+        return _initial_state(v, d, B, unbatched, x.dtype)
+
+    preact = _make_preactivations(params, variant, d)
+
+    def step(carry, x_t):
+        c, h = carry
+        c_new, h_new = _cell(variant, preact(x_t, h), c)
+        return (c_new, h_new), h_new
+
+    hs, (c, h) = _run(step, (state(c0), state(h0)), x, lengths, reverse)
+    if unbatched:
+        return hs[0], (c[0], h[0])
+    return hs, (c, h)
+
+
+def _initial_state(v, d: int, B: int, unbatched: bool, dtype) -> Array:
+    """Initial state ``(B, d)`` (default zeros) whose relevance is reported (rules.initial_state);
+    registered with the caller's shape, ``(d,)`` for an unbatched ``x``."""
+    shape = (d,) if unbatched else (B, d)
+    v = jnp.zeros(shape, dtype) if v is None else jnp.broadcast_to(jnp.asarray(v, dtype), shape)
+    return jnp.broadcast_to(rules.initial_state(v), (B, d))
+
+
+def _run(step, carry, x: Array, lengths: Optional[Array], reverse: bool):
+    """Scan ``step(carry, x_t) -> (carry, out)`` over ``x (B, T, e)``; padded steps keep the carry and
+    output zeros; ``reverse`` reads each sequence backwards within its length, outputs aligned to ``x``.
+    """
+    T = x.shape[1]
+    xs = _reverse_in_length(x, lengths) if reverse else x
+
+    def masked(carry, inp):
+        x_t, t = inp
+        new, out = step(carry, x_t)
+        if lengths is None:
+            return new, out
+        valid = (t < lengths)[:, None]
+        new = jax.tree.map(lambda a, b: jnp.where(valid, a, b), new, carry)
+        return new, jnp.where(valid, out, jnp.zeros_like(out))
+
+    carry, hs = jax.lax.scan(masked, carry, (jnp.swapaxes(xs, 0, 1), jnp.arange(T)))
+    hs = jnp.swapaxes(hs, 0, 1)
+    if reverse:
+        hs = _reverse_in_length(hs, lengths)
+    return hs, carry
+
+
+def _prepare(x, lengths):
+    """Batch an unbatched ``x`` and check ``lengths``; returns ``(x, lengths, unbatched)``."""
     x = jnp.asarray(x)
     unbatched = x.ndim == 2
     if unbatched:
@@ -229,44 +288,9 @@ def lstm(params: LSTMParams, x: Array, *, lengths: Optional[Array] = None,
             lengths = jnp.reshape(jnp.asarray(lengths), (1,))
     if x.ndim != 3:
         raise ValueError(f"x must have shape (T, e) or (B, T, e), got {x.shape}.")
-    B, T, e = x.shape
-    d = params.wh.shape[0]
-    if params.wx.shape != (e, len(canon) * d) or params.wh.shape != (d, len(canon) * d):
-        raise ValueError(f"params do not fit x: x has e={e} features, so expected wx ({e}, "
-                         f"{len(canon)}*d) and wh (d, {len(canon)}*d) for variant {variant!r}; got wx "
-                         f"{params.wx.shape}, wh {params.wh.shape}.")
-    params = jax.tree.map(lambda a: jnp.asarray(a, x.dtype), params)
     if lengths is not None:
-        lengths = _check_lengths(lengths, B, T)
-
-    def state(v):
-        # registered with the caller's shape ((d,) for an unbatched x) so its relevance reports match
-        shape = (d,) if unbatched else (B, d)
-        v = jnp.zeros(shape, x.dtype) if v is None else jnp.broadcast_to(jnp.asarray(v, x.dtype),
-                                                                         shape)
-        return jnp.broadcast_to(rules.initial_state(v), (B, d))
-    c, h = state(c0), state(h0)
-
-    xs = _reverse_in_length(x, lengths) if reverse else x
-    preact = _make_preactivations(params, variant, d)
-
-    def step(carry, inp):
-        c, h = carry
-        x_t, t = inp
-        c_new, h_new = _cell(variant, preact(x_t, h), c)
-        if lengths is None:
-            return (c_new, h_new), h_new
-        valid = (t < lengths)[:, None]
-        c_new, h_new = jnp.where(valid, c_new, c), jnp.where(valid, h_new, h)
-        return (c_new, h_new), jnp.where(valid, h_new, jnp.zeros_like(h_new))
-
-    (c, h), hs = jax.lax.scan(step, (c, h), (jnp.swapaxes(xs, 0, 1), jnp.arange(T)))
-    hs = jnp.swapaxes(hs, 0, 1)
-    if reverse:
-        hs = _reverse_in_length(hs, lengths)
-    if unbatched:
-        return hs[0], (c[0], h[0])
-    return hs, (c, h)
+        lengths = _check_lengths(lengths, x.shape[0], x.shape[1])
+    return x, lengths, unbatched
 
 
 def bilstm(params_fwd: LSTMParams, params_bwd: LSTMParams, x: Array, *,
@@ -296,3 +320,137 @@ def stacked_lstm(layers: Sequence, x: Array, *, lengths: Optional[Array] = None,
             x, fin = bilstm(layer[0], layer[1], x, lengths=lengths, variant=variant)
         finals.append(fin)
     return x, finals
+
+
+# ------------------------------------------------------------------------------------------------
+# GRU (the form of PyTorch nn.GRU, Keras GRU(reset_after=True) and Flax GRUCell)
+
+class GRUParams(NamedTuple):
+    """Weights of one GRU direction (a pytree), column blocks in the order r, z, n.
+
+    wx: ``(e, 3d)`` input kernel; wh: ``(d, 3d)`` recurrent kernel; b: ``(3d,)`` bias of the input side
+    (for r and z the sum of input and recurrent biases when the source had two); bhn: ``(d,)`` bias of
+    the recurrent candidate map, inside the reset product.
+
+    ``r = sigmoid(x W_r + h U_r + b_r)``, ``z = sigmoid(x W_z + h U_z + b_z)``,
+    ``n = tanh(x W_n + b_n + r * (h U_n + bhn))``, ``h' = (1 - z) * n + z * h``.
+    """
+
+    wx: Array
+    wh: Array
+    b: Array
+    bhn: Array
+
+
+@functools.lru_cache(maxsize=None)
+def _one_minus(gate_fn: Callable) -> Callable:
+    """``a -> 1 - gate_fn(a)`` (one function object per gate_fn, so rule caches stay small)."""
+    return lambda a: 1.0 - gate_fn(a)
+
+
+def gru_params(wx, wh, b=None, b_h=None, *, gate_order: str = "rzn",
+               layout: str = "columns") -> GRUParams:
+    """Build :class:`GRUParams` from stacked GRU weights.
+
+    Args:
+      wx, wh: input and recurrent kernels, ``(in, 3d)``/``(d, 3d)`` for ``layout="columns"`` (Keras,
+        Flax) or ``(3d, in)``/``(3d, d)`` for ``layout="rows"`` (PyTorch ``weight_ih``/``weight_hh``).
+      b: input-side bias ``(3d,)`` (PyTorch ``bias_ih``, Keras ``bias[0]``); ``None`` = 0.
+      b_h: recurrent bias ``(3d,)`` (PyTorch ``bias_hh``, Keras ``bias[1]``); its r and z blocks add to
+        ``b``, its n block becomes ``bhn``; ``None`` = 0.
+      gate_order: ``"rzn"`` (PyTorch, Flax) or ``"zrn"`` (Keras, which calls n "h").
+      layout: ``"columns"`` or ``"rows"``.
+    """
+    order = gate_order.lower().replace("h", "n")
+    if sorted(order) != sorted("rzn"):
+        raise ValueError(f"gate_order must be an ordering of 'rzn' (PyTorch/Flax 'rzn', Keras 'zrn'), "
+                         f"got {gate_order!r}.")
+    if layout not in ("columns", "rows"):
+        raise ValueError(f"layout must be 'columns' or 'rows', got {layout!r}.")
+    wx, wh = jnp.asarray(wx), jnp.asarray(wh)
+    if wx.ndim != 2 or wh.ndim != 2:
+        raise ValueError(f"wx and wh must be 2-D, got shapes {wx.shape} and {wh.shape}.")
+    if layout == "rows":
+        wx, wh = wx.T, wh.T
+    if wh.shape[1] % 3 or wh.shape[1] // 3 != wh.shape[0] or wx.shape[1] != wh.shape[1]:
+        raise ValueError(f"expected wx (in, 3*d) and wh (d, 3*d) after orientation; got wx {wx.shape}, "
+                         f"wh {wh.shape} (layout={layout!r}).")
+    d = wh.shape[0]
+    vecs = []
+    for k, v in (("b", b), ("b_h", b_h)):
+        v = jnp.zeros((3 * d,), wx.dtype) if v is None else jnp.asarray(v)
+        if v.shape != (3 * d,):
+            raise ValueError(f"{k} must have shape ({3 * d},), got {v.shape}.")
+        vecs.append(v)
+    perm = np.concatenate([np.arange(d) + order.index(q) * d for q in "rzn"])
+    bi, bh = vecs[0][perm], vecs[1][perm]
+    return GRUParams(wx[:, perm], wh[:, perm], bi.at[:2 * d].add(bh[:2 * d]), bh[2 * d:])
+
+
+def init_gru(key: Array, e: int, d: int, *, dtype=jnp.float32) -> GRUParams:
+    """Random :class:`GRUParams` (uniform in ``±1/sqrt(d)``, as PyTorch initialises GRUs)."""
+    k = jax.random.split(key, 4)
+    s = 1.0 / np.sqrt(d)
+    u = lambda kk, shape: jax.random.uniform(kk, shape, dtype, -s, s)
+    return GRUParams(u(k[0], (e, 3 * d)), u(k[1], (d, 3 * d)), u(k[2], (3 * d,)), u(k[3], (d,)))
+
+
+def gru_cell(x_t: Array, h: Array, *, w_rz: tuple, b_rz: Optional[Array], w_n: Array,
+             b_n: Optional[Array], u_n: Array, b_hn: Optional[Array], shared_gate: bool = False,
+             reset: bool = True, gate_fn: Callable = jax.nn.sigmoid,
+             act_fn: Callable = jnp.tanh) -> Array:
+    """One GRU / MGU step with the LRP rules (also used for Flax's ``GRUCell`` and ``MGUCell``).
+
+    ``w_rz = (W, U)``: input and recurrent kernels of the gates (columns r then z, or only f for MGU
+    with ``shared_gate=True``, where the one gate f is both reset and update gate). Candidate:
+    ``a_n = x W_n + b_n + r * (h U_n + b_hn)`` (``reset=False``: ``x W_n + b_n + h U_n``).
+
+    Rules: ``h' = (1-z)*n + z*h`` is the epsilon rule over its two summands; both gated products give
+    the gate (``1-z``, ``z``) nothing under ``"all"``; ``n = tanh(a_n)`` passes relevance; ``a_n`` is the
+    epsilon rule over ``x`` (e units) and the product ``r*m`` (d units, identity weights), ``N = e + d``;
+    ``r*m`` gives ``m = h U_n + b_hn`` everything under ``"all"``, and ``m`` is the epsilon rule to ``h``
+    (``N = d``). Relevance that a rule other than ``"all"`` gives to ``1-z`` and ``z`` passes both
+    element-wise maps and adds at z's pre-activation.
+    """
+    d = h.shape[-1]
+    a_g = rules.gate_preactivation((x_t, h), w_rz, b_rz)
+    a_r, a_z = (a_g, a_g) if shared_gate else (a_g[..., :d], a_g[..., d:])
+    if reset:
+        m = rules.linear(h, u_n, b_hn)
+        a_n = rules.linear((x_t, rules.gated(rules.act(gate_fn, a_r), m)), (w_n, None), b_n)
+    else:
+        a_n = rules.linear((x_t, h), (w_n, u_n), b_n)
+    n = rules.act(act_fn, a_n)
+    keep = rules.gated(rules.act(_one_minus(gate_fn), a_z), n)
+    return rules.accumulate(keep, rules.gated(rules.act(gate_fn, a_z), h))
+
+
+def gru(params: GRUParams, x: Array, *, lengths: Optional[Array] = None, h0: Optional[Array] = None,
+        reverse: bool = False) -> tuple[Array, Array]:
+    """Run one GRU direction over ``(T, e)`` or a padded batch ``(B, T, e)``.
+
+    Returns ``hs`` ``(..., T, d)`` (zeros at padded steps) and the final ``h`` ``(..., d)``. Arguments as
+    for :func:`lstm`; the initial state's relevance is reported by :func:`lrpjax.explain`.
+
+    >>> import jax, jax.numpy as jnp, lrpjax
+    >>> p = lrpjax.init_gru(jax.random.key(0), 4, 3)
+    >>> hs, h = lrpjax.gru(p, jnp.ones((2, 5, 4)), lengths=jnp.array([5, 2]))
+    >>> hs.shape, h.shape
+    ((2, 5, 3), (2, 3))
+    """
+    x, lengths, unbatched = _prepare(x, lengths)
+    B, T, e = x.shape
+    d = params.wh.shape[0]
+    if params.wx.shape != (e, 3 * d) or params.wh.shape != (d, 3 * d):
+        raise ValueError(f"params do not fit x: x has e={e} features, so expected wx ({e}, 3*d) and wh "
+                         f"(d, 3*d); got wx {params.wx.shape}, wh {params.wh.shape}.")
+    p = jax.tree.map(lambda a: jnp.asarray(a, x.dtype), params)
+    kw = dict(w_rz=(p.wx[:, :2 * d], p.wh[:, :2 * d]), b_rz=p.b[:2 * d], w_n=p.wx[:, 2 * d:],
+              b_n=p.b[2 * d:], u_n=p.wh[:, 2 * d:], b_hn=p.bhn)
+
+    def step(h, x_t):
+        h_new = gru_cell(x_t, h, **kw)
+        return h_new, h_new
+
+    hs, h = _run(step, _initial_state(h0, d, B, unbatched, x.dtype), x, lengths, reverse)
+    return (hs[0], h[0]) if unbatched else (hs, h)

@@ -7,6 +7,9 @@ at ``x`` is the relevance (see :mod:`lrpjax.rules`).
 """
 from __future__ import annotations
 
+import contextlib
+import sys
+
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -98,6 +101,17 @@ def _resolve_target(target, scores: Array) -> Array:
     return jnp.broadcast_to(t, batch).astype(jnp.int32)
 
 
+@contextlib.contextmanager
+def _tracing(cfg: rules.RuleConfig, sinks):
+    """Rules active while ``model_fn`` is traced; Flax layers are intercepted if Flax is in use."""
+    with contextlib.ExitStack() as stack:
+        ctx = stack.enter_context(rules.rule_context(cfg, sinks))
+        if "flax.linen" in sys.modules:  # the user's model may be a linen module
+            from lrpjax.flax_integration import linen_rules
+            stack.enter_context(linen_rules())
+        yield ctx
+
+
 def _compute(model_fn: Callable, x: PyTree, target, eps, bias_factor, gate, strict):
     """Shared core: returns (relevance, scores, target, state_relevance)."""
     cfg = rules.make_config(eps, bias_factor, gate)
@@ -110,7 +124,7 @@ def _compute(model_fn: Callable, x: PyTree, target, eps, bias_factor, gate, stri
     specs: list = []
 
     def collect(x):
-        with rules.rule_context(cfg, None) as ctx:
+        with _tracing(cfg, None) as ctx:
             out = model_fn(x)
         specs[:] = ctx.sink_specs
         return out
@@ -120,7 +134,7 @@ def _compute(model_fn: Callable, x: PyTree, target, eps, bias_factor, gate, stri
     strict_mode.check(closed, [True] * len(leaves), strict)
 
     def run(x, sinks):
-        with rules.rule_context(cfg, sinks):
+        with _tracing(cfg, sinks):
             return model_fn(x)
 
     sinks = tuple(jnp.zeros(shape, dtype) for shape, dtype in specs)

@@ -156,22 +156,31 @@ def _rule(name: str):
     return mark
 
 
+def _matmul(a: Array, w: Optional[Array]) -> Array:
+    """``a @ w``; ``w=None`` is the identity map (lower unit ``i`` feeds upper unit ``i`` only)."""
+    return a if w is None else a @ w
+
+
+def _affine(inputs, weights, bias):
+    z = functools.reduce(jnp.add, [_matmul(a, w) for a, w in zip(inputs, weights)])
+    return z if bias is None else z + bias
+
+
 @functools.lru_cache(maxsize=None)
-def _linear_rule(cfg: RuleConfig, n_inputs: int, has_bias: bool) -> Callable:
+def _linear_rule(cfg: RuleConfig) -> Callable:
     def lrpjax_linear(inputs, weights, bias):
-        z = sum(a @ w for a, w in zip(inputs, weights))
-        return z + bias if has_bias else z
+        return _affine(inputs, weights, bias)
 
     def fwd(inputs, weights, bias):
-        z = lrpjax_linear(inputs, weights, bias)
+        z = _affine(inputs, weights, bias)
         return z, (inputs, weights, bias, z)
 
     @_rule("linear")
     def bwd(res, R):
         inputs, weights, bias, z = res
         n_lower = sum(a.shape[-1] for a in inputs)
-        S, share = _epsilon(z, R, bias if has_bias else None, n_lower, cfg)
-        R_in = tuple(a * (S @ w.T) + share for a, w in zip(inputs, weights))
+        S, share = _epsilon(z, R, bias, n_lower, cfg)
+        R_in = tuple(a * (S if w is None else S @ w.T) + share for a, w in zip(inputs, weights))
         return R_in, jax.tree.map(jnp.zeros_like, weights), jax.tree.map(jnp.zeros_like, bias)
 
     f = jax.custom_vjp(lrpjax_linear)
@@ -183,14 +192,15 @@ def _as_tuple(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,)
 
 
-def linear(inputs: Array | Sequence[Array], weights: Array | Sequence[Array],
+def linear(inputs: Array | Sequence[Array], weights: Optional[Array] | Sequence[Optional[Array]],
            bias: Optional[Array] = None) -> Array:
     """Linear map ``z = sum_k inputs[k] @ weights[k] + bias`` with the epsilon rule.
 
     Args:
       inputs: one array ``a`` of shape ``(..., n)`` or a sequence of them (several incoming layers,
         e.g. ``(x_t, h_prev)``), all with the same leading shape.
-      weights: matching ``(n_k, m)`` matrices.
+      weights: matching ``(n_k, m)`` matrices; ``None`` for an identity connection (``n_k = m``, e.g.
+        a residual ``+ h`` or the product ``r * (W_hn h)`` inside a GRU's candidate).
       bias: ``(m,)`` or ``None``.
     Returns:
       ``z`` of shape ``(..., m)``. Under :func:`lrpjax.relevance` its backward is the epsilon rule with
@@ -204,19 +214,13 @@ def linear(inputs: Array | Sequence[Array], weights: Array | Sequence[Array],
     if len(inputs) != len(weights):
         raise ValueError(f"linear: got {len(inputs)} inputs but {len(weights)} weight matrices.")
     for k, (a, w) in enumerate(zip(inputs, weights)):
-        if w.ndim != 2 or a.shape[-1] != w.shape[0]:
+        if w is not None and (w.ndim != 2 or a.shape[-1] != w.shape[0]):
             raise ValueError(f"linear: inputs[{k}] has shape {a.shape} but weights[{k}] has shape "
                              f"{w.shape}; expected weights[{k}] of shape ({a.shape[-1]}, m).")
     cfg = current()
     if cfg is None:
-        z = sum(a @ w for a, w in zip(inputs, weights))
-        return z if bias is None else z + bias
-    return _linear_rule(cfg, len(inputs), bias is not None)(inputs, weights, bias)
-
-
-def _plain_linear(inputs, weights, bias):
-    z = sum(a @ w for a, w in zip(inputs, weights))
-    return z if bias is None else z + bias
+        return _affine(inputs, weights, bias)
+    return _linear_rule(cfg)(inputs, weights, bias)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -247,7 +251,7 @@ def gate_preactivation(inputs: Array | Sequence[Array], weights: Array | Sequenc
     ever reach a gate: then it is :func:`no_relevance` and costs no backward matrix work at all."""
     cfg = current()
     if cfg is not None and cfg.gate == "all":
-        return no_relevance(_plain_linear, _as_tuple(inputs), _as_tuple(weights), bias)
+        return no_relevance(_affine, _as_tuple(inputs), _as_tuple(weights), bias)
     return linear(inputs, weights, bias)
 
 

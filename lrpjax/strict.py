@@ -40,12 +40,16 @@ class UnsupportedOperationError(ValueError):
 
 
 def _where(eqn) -> str:
+    """Source line of an equation, plus the layer it was traced in (Flax modules get a named scope)."""
     if _siu is None:
         return "unknown location"
     try:
-        return _siu.summarize(eqn.source_info)
+        where = _siu.summarize(eqn.source_info)
     except Exception:  # pragma: no cover - best effort only
-        return "unknown location"
+        where = "unknown location"
+    scope = str(getattr(eqn.source_info, "name_stack", "") or "")
+    layers = [part for part in scope.split("/") if "(" in part]  # e.g. "Dense(Head_0/Dense_1)"
+    return where + (f" in layer {layers[-1]}" if layers else "")
 
 
 def _is_float(var) -> bool:
