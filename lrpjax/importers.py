@@ -328,7 +328,7 @@ def to_flax_lstm_cell(p: LSTMParams) -> FlaxTree:
     >>> p = lrpjax.init_lstm(jax.random.key(0), 3, 2)
     >>> sorted(to_flax_lstm_cell(p))
     ['hf', 'hg', 'hi', 'ho', 'if', 'ig', 'ii', 'io']
-    >>> x = jnp.ones((1, 5, 3))
+    >>> x = jnp.ones((1, 5, 3), jnp.float32)
     >>> y = nn.RNN(nn.LSTMCell(2)).apply({"params": to_flax_rnn(p)}, x)
     >>> bool(jnp.allclose(y, lrpjax.lstm(p, x)[0], atol=1e-6))
     True
@@ -357,7 +357,7 @@ def to_flax_gru_cell(p: GRUParams) -> FlaxTree:
     >>> p = lrpjax.init_gru(jax.random.key(0), 3, 2)
     >>> sorted(to_flax_gru_cell(p))
     ['hn', 'hr', 'hz', 'in', 'ir', 'iz']
-    >>> x = jnp.ones((1, 5, 3))
+    >>> x = jnp.ones((1, 5, 3), jnp.float32)
     >>> y = nn.RNN(nn.GRUCell(2)).apply({"params": to_flax_rnn(p)}, x)
     >>> bool(jnp.allclose(y, lrpjax.gru(p, x)[0], atol=1e-6))
     True
@@ -407,7 +407,7 @@ def from_flax_lstm_cell(tree: Mapping) -> LSTMParams:
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn
     >>> from lrpjax.importers import from_flax_lstm_cell
-    >>> variables = nn.RNN(nn.LSTMCell(2)).init(jax.random.key(0), jnp.ones((1, 5, 3)))
+    >>> variables = nn.RNN(nn.LSTMCell(2)).init(jax.random.key(0), jnp.ones((1, 5, 3), jnp.float32))
     >>> p = from_flax_lstm_cell(variables["params"]["cell"])
     >>> p.wx.shape, p.wh.shape
     ((3, 8), (2, 8))
@@ -438,7 +438,7 @@ def from_flax_gru_cell(tree: Mapping) -> GRUParams:
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn
     >>> from lrpjax.importers import from_flax_gru_cell
-    >>> variables = nn.RNN(nn.GRUCell(2)).init(jax.random.key(0), jnp.ones((1, 5, 3)))
+    >>> variables = nn.RNN(nn.GRUCell(2)).init(jax.random.key(0), jnp.ones((1, 5, 3), jnp.float32))
     >>> p = from_flax_gru_cell(variables)
     >>> p.wx.shape, p.bhn.shape
     ((3, 6), (2,))

@@ -190,3 +190,117 @@ def test_plain_apply_and_grad_unaffected():
     g2 = jax.grad(lambda x: f(x)[0, 0])(x)
     np.testing.assert_array_equal(g1, g2)
     assert not np.allclose(g2 * x, lrpjax.relevance(f, x, 0))
+
+
+# ------------------------------------------------------------------------------------------------
+# GRU, MGU and SimpleCell (oracle: tests/oracle_rnn.py)
+
+import oracle_rnn  # noqa: E402
+
+
+def _np(tree):
+    return jax.tree.map(np.asarray, tree)
+
+
+def oracle_gru_like(kind, P, **kw):
+    """Flax cell params -> (oracle forward, oracle lrp, oracle params)."""
+    P = _np(P)
+    if kind == "gru":
+        op = {"Wx": {q: P["i" + q]["kernel"].T for q in "rzn"},
+              "Wh": {q: P["h" + q]["kernel"].T for q in "rzn"},
+              "b": {q: P["i" + q]["bias"] for q in "rzn"}, "bhn": P["hn"]["bias"]}
+        return oracle_rnn.gru_forward, oracle_rnn.gru_lrp, op, {}
+    if kind == "mgu":
+        op = {"Wx": {q: P["i" + q]["kernel"].T for q in "fn"},
+              "Wh": {q: P["h" + q]["kernel"].T for q in "fn"},
+              "b": {q: P["i" + q]["bias"] for q in "fn"}}
+        if "bias" in P["hn"]:
+            op["bhn"] = P["hn"]["bias"]
+        return oracle_rnn.mgu_forward, oracle_rnn.mgu_lrp, op, {"reset_gate": kw["reset_gate"]}
+    op = {"Wi": P["i"]["kernel"].T, "Wh": P["h"]["kernel"].T, "b": P["i"]["bias"]}
+    return oracle_rnn.simple_forward, oracle_rnn.simple_lrp, op, {"residual": kw["residual"]}
+
+
+CELLS = [
+    ("gru", lambda: nn.GRUCell(D, **F64), {}),
+    ("mgu", lambda: nn.MGUCell(D, **F64), {"reset_gate": True}),
+    ("mgu", lambda: nn.MGUCell(D, reset_gate=False, **F64), {"reset_gate": False}),
+    ("simple", lambda: nn.SimpleCell(D, **F64), {"residual": False}),
+    ("simple", lambda: nn.SimpleCell(D, residual=True, **F64), {"residual": True}),
+]
+
+
+class EveryStep(nn.Module):
+    """RNN whose every output step feeds the readout (relevance arrives at each h_t)."""
+    make_cell: object
+    reverse: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        hs = nn.RNN(self.make_cell(), reverse=self.reverse, keep_order=True)(x)
+        return nn.Dense(C, **F64)(hs.reshape(hs.shape[:-2] + (-1,)))
+
+
+# SimpleCell has no gated product, so only gate="all" is meaningful for it
+CASES = [(k, mk, kw, g) for k, mk, kw in CELLS for g in lrpjax.GATE_RULES if k != "simple" or g == "all"]
+
+
+@pytest.mark.parametrize("kind, make_cell, kw, gate", CASES)
+@pytest.mark.parametrize("bias_factor", [0.0, 1.0])
+def test_linen_gru_mgu_simple_match_oracle(kind, make_cell, kw, gate, bias_factor):
+    model = EveryStep(make_cell)
+    x = np.random.default_rng(10).normal(size=(T, E))
+    v = model.init(jax.random.key(11), f64(x))
+    P = v["params"]
+    cell_p = P[[k for k in P if k != "Dense_0"][0]]
+    fwd, lrp, op, extra = oracle_gru_like(kind, cell_p, **kw)
+    hs = fwd(x, op, **extra)["h"]
+    W, b = np.asarray(P["Dense_0"]["kernel"]), np.asarray(P["Dense_0"]["bias"])
+    z = hs.reshape(-1) @ W + b
+    R_out = np.array([z[0], 0.0])
+    R_hs = oracle.lrp_linear([hs.reshape(-1)], [W], b, z, R_out, 1e-3,
+                             bias_factor)[0].reshape(T, D)
+    okw = dict(eps=1e-3, bias_factor=bias_factor, **extra)
+    if kind != "simple":
+        okw["gate"] = gate
+    R_x, R_h0 = lrp(x, op, R_hs, **okw)
+    ex = lrpjax.explain(lambda x: model.apply(v, x), f64(x), 0, bias_factor=bias_factor, gate=gate)
+    scale = max(1.0, np.abs(R_x).max())
+    np.testing.assert_allclose(ex.scores, z, atol=1e-12)
+    np.testing.assert_allclose(ex.relevance, R_x, atol=1e-10 * scale)
+    np.testing.assert_allclose(ex.state_relevance[0], R_h0, atol=1e-10 * scale)
+
+
+@pytest.mark.parametrize("kind, make_cell, kw", CELLS[:2])
+def test_linen_gru_reverse_and_padding(kind, make_cell, kw):
+    model = EveryStep(make_cell, reverse=True)
+    x = np.random.default_rng(12).normal(size=(T, E))
+    v = model.init(jax.random.key(13), f64(x))
+    P = v["params"]
+    fwd, lrp, op, extra = oracle_gru_like(kind, P[[k for k in P if k != "Dense_0"][0]], **kw)
+    hs_rev = fwd(x[::-1], op, **extra)["h"]          # reading order
+    hs = hs_rev[::-1]                                 # keep_order: aligned with x
+    W, b = np.asarray(P["Dense_0"]["kernel"]), np.asarray(P["Dense_0"]["bias"])
+    z = hs.reshape(-1) @ W + b
+    R_hs = oracle.lrp_linear([hs.reshape(-1)], [W], b, z, np.array([0.0, z[1]]), 1e-3,
+                             1.0)[0].reshape(T, D)
+    R_x, _ = lrp(x[::-1], op, R_hs[::-1], bias_factor=1.0, **extra)
+    ex = lrpjax.explain(lambda x: model.apply(v, x), f64(x), 1, bias_factor=1.0)
+    np.testing.assert_allclose(ex.relevance, R_x[::-1], atol=1e-10)
+    np.testing.assert_allclose(ex.absorbed, 0.0, atol=1e-10)
+
+    class Last(nn.Module):  # padded batch: the carry at each row's last valid step
+        @nn.compact
+        def __call__(self, x, lengths):
+            c, _ = nn.RNN(make_cell(), return_carry=True)(x, seq_lengths=lengths)
+            return nn.Dense(C, **F64)(c)
+
+    m2 = Last()
+    lengths = jnp.array([5, 3, 1])
+    xb = f64(np.random.default_rng(14).normal(size=(3, T, E)))
+    v2 = m2.init(jax.random.key(15), xb, lengths)
+    R = jax.jit(lambda x: lrpjax.relevance(lambda x: m2.apply(v2, x, lengths), x, 0))(xb)
+    for r, L in enumerate([5, 3, 1]):
+        assert np.all(np.asarray(R[r, L:]) == 0.0)
+        one = lrpjax.relevance(lambda x: m2.apply(v2, x[None], jnp.array([L]))[0], xb[r, :L], 0)
+        np.testing.assert_allclose(R[r, :L], one, atol=1e-12)
