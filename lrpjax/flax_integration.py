@@ -153,3 +153,141 @@ def linen_rules() -> Iterator[None]:
     import flax.linen as nn
     with nn.intercept_methods(_interceptor(_handlers())):
         yield
+
+
+# ------------------------------------------------------------------------------------------------
+# flax.nnx: the supported classes' __call__ are swapped for rule-based versions while relevance
+# traces the model (a scoped, reversible class patch; the module objects themselves are untouched).
+
+def _val(v) -> Array:
+    return v[...]
+
+
+def _nnx_dt(module, *arrays):
+    return module.dtype if getattr(module, "dtype", None) is not None else jnp.result_type(*arrays)
+
+
+def _nnx_lstm_cell(self, carry, inputs):
+    c, h = carry
+    if hasattr(self, "dense_i"):  # OptimizedLSTMCell: fused kernels, columns i, f, g, o
+        wx, wh, b = _val(self.dense_i.kernel), _val(self.dense_h.kernel), _val(self.dense_h.bias)
+    else:
+        names = {"i": "i", "f": "f", "g": "g", "o": "o"}
+        lin = lambda side, q: getattr(self, side + q + ("_" if side + q == "if" else ""))
+        wx = jnp.concatenate([_val(lin("i", q).kernel) for q in names], -1)
+        wh = jnp.concatenate([_val(lin("h", q).kernel) for q in names], -1)
+        b = jnp.concatenate([_val(lin("h", q).bias) for q in names], -1)
+    dt = _nnx_dt(self, inputs, h, wx)
+    params = LSTMParams(wx.astype(dt), wh.astype(dt), b.astype(dt))
+    z = _make_preactivations(params, "standard", h.shape[-1])(inputs.astype(dt), h.astype(dt))
+    c_new, h_new = _cell("standard", z, c.astype(dt), self.gate_fn, self.activation_fn)
+    return (c_new, h_new), h_new
+
+
+def _nnx_gru_cell(self, carry, inputs):
+    h = carry
+    wx, bx, wh = _val(self.dense_i.kernel), _val(self.dense_i.bias), _val(self.dense_h.kernel)
+    dt = _nnx_dt(self, inputs, h, wx)
+    wx, bx, wh = wx.astype(dt), bx.astype(dt), wh.astype(dt)
+    d = h.shape[-1]
+    # nnx's GRUCell has no recurrent candidate bias: n = act(x W_n + b_n + r * (h U_n))
+    h_new = gru_cell(inputs.astype(dt), h.astype(dt), w_rz=(wx[:, :2 * d], wh[:, :2 * d]),
+                     b_rz=bx[:2 * d], w_n=wx[:, 2 * d:], b_n=bx[2 * d:], u_n=wh[:, 2 * d:], b_hn=None,
+                     gate_fn=self.gate_fn, act_fn=self.activation_fn)
+    return h_new, h_new
+
+
+def _nnx_simple_cell(self, carry, inputs):
+    wx, b, wh = _val(self.dense_i.kernel), _val(self.dense_i.bias), _val(self.dense_h.kernel)
+    dt = _nnx_dt(self, inputs, carry, wx)
+    h = carry.astype(dt)
+    ins, ws = [inputs.astype(dt), h], [wx.astype(dt), wh.astype(dt)]
+    if self.residual:
+        ins.append(h)
+        ws.append(None)
+    h_new = rules.act(self.activation_fn, rules.linear(tuple(ins), tuple(ws), b.astype(dt)))
+    return h_new, h_new
+
+
+def _nnx_linear(self, inputs):
+    k = _val(self.kernel)
+    dt = _nnx_dt(self, inputs, k)
+    bias = None if self.bias is None else _val(self.bias).astype(dt)
+    return rules.linear(inputs.astype(dt), k.astype(dt), bias)
+
+
+def _nnx_zero_carry(cell, shape):
+    """The carry nnx would create, without drawing from (and mutating) the module's RNG stream."""
+    mem = tuple(shape[:-1]) + (cell.hidden_features,)
+    init = cell.carry_init or (lambda key, s, dt: jnp.zeros(s, dt))
+    make = lambda: init(jax.random.key(0), mem, cell.param_dtype)
+    from flax import nnx
+    return (make(), make()) if isinstance(cell, (nnx.LSTMCell, nnx.OptimizedLSTMCell)) else make()
+
+
+def _nnx_rnn(self, inputs, *, initial_carry=None, seq_lengths=None, return_carry=None,
+             time_major=None, reverse=None, keep_order=None, rngs=None):
+    """flax.nnx.RNN's semantics (reverse, keep_order, seq_lengths, return_carry) with a plain
+    ``lax.scan``, so it can be traced by ``jax.vjp`` directly (nnx.scan cannot)."""
+    from flax.nnx.nn.recurrent import _select_last_carry, flip_sequences
+    return_carry = self.return_carry if return_carry is None else return_carry
+    time_major = self.time_major if time_major is None else time_major
+    reverse = self.reverse if reverse is None else reverse
+    keep_order = self.keep_order if keep_order is None else keep_order
+    t_ax = 0 if time_major else inputs.ndim - (self.cell.num_feature_axes + 1)
+    n_batch = inputs.ndim - self.cell.num_feature_axes - 1
+    flip = lambda a: flip_sequences(a, seq_lengths, num_batch_dims=n_batch, time_major=time_major)
+    if reverse:
+        inputs = flip(inputs)
+    if initial_carry is None:
+        initial_carry = _nnx_zero_carry(self.cell, inputs.shape[:t_ax] + inputs.shape[t_ax + 1:])
+    carry = jax.tree.map(rules.initial_state, initial_carry)
+    slice_carry = seq_lengths is not None and return_carry
+
+    def body(carry, x):
+        carry, y = self.cell(carry, x)
+        return carry, ((carry, y) if slice_carry else y)
+
+    carry, ys = jax.lax.scan(body, carry, jnp.moveaxis(inputs, t_ax, 0))
+    if slice_carry:
+        carries, ys = ys
+        carry = _select_last_carry(carries, seq_lengths)
+    outputs = jnp.moveaxis(ys, 0, t_ax)
+    if reverse and keep_order:
+        outputs = flip(outputs)
+    return (carry, outputs) if return_carry else outputs
+
+
+def _nnx_patches() -> dict:
+    from flax import nnx
+    return {nnx.LSTMCell: _nnx_lstm_cell, nnx.OptimizedLSTMCell: _nnx_lstm_cell,
+            nnx.GRUCell: _nnx_gru_cell, nnx.SimpleCell: _nnx_simple_cell, nnx.Linear: _nnx_linear,
+            nnx.RNN: _nnx_rnn}
+
+
+def _patched(cls, replacement):
+    original = cls.__call__
+
+    def __call__(self, *args, **kwargs):
+        if rules.current() is None:  # e.g. another thread's plain call while we trace
+            return original(self, *args, **kwargs)
+        return replacement(self, *args, **kwargs)
+    __call__.__wrapped__ = original
+    return __call__
+
+
+@contextlib.contextmanager
+def nnx_rules() -> Iterator[None]:
+    """Context: flax.nnx modules called while tracing under :func:`lrpjax.relevance` use LRP rules.
+
+    The supported classes' ``__call__`` are replaced for the duration and restored afterwards.
+    """
+    patches = _nnx_patches()
+    originals = {cls: cls.__dict__["__call__"] for cls in patches}
+    try:
+        for cls, fn in patches.items():
+            cls.__call__ = _patched(cls, fn)
+        yield
+    finally:
+        for cls, fn in originals.items():
+            cls.__call__ = fn

@@ -299,8 +299,8 @@ def arras_lstm(weights: Union[Mapping, str, os.PathLike], side: str) -> LSTMPara
     if missing:
         raise ValueError(f"weights lack the reference key(s) {missing}.")
     wxh, whh, bxh, bhh = (_to_numpy(weights[n]) for n in names)
-    d = whh.shape[1] if whh.ndim == 2 else 0
-    e = wxh.shape[1] if wxh.ndim == 2 else 0
+    d = whh.shape[0] // 4 if whh.ndim == 2 else -1   # the gate rows fix the hidden size
+    e = wxh.shape[1] if wxh.ndim == 2 else -1
     want = {names[0]: (4 * d, e), names[1]: (4 * d, d), names[2]: (4 * d,), names[3]: (4 * d,)}
     bad = [f"{n}: expected {want[n]}, got {a.shape}" for n, a in zip(names, (wxh, whh, bxh, bhh))
            if a.shape != want[n]]
@@ -373,7 +373,7 @@ def to_flax_gru_cell(p: GRUParams) -> FlaxTree:
             "in": {"kernel": blk(p.wx, 2), "bias": blk(p.b, 2)},
             "hr": {"kernel": blk(p.wh, 0)},
             "hz": {"kernel": blk(p.wh, 1)},
-            "hn": {"kernel": blk(p.wh, 2), "bias": p.bhn}}
+            "hn": {"kernel": blk(p.wh, 2), "bias": 0 * p.bhn}}
 
 
 def _unwrap(tree: Mapping) -> Mapping:

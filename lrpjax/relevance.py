@@ -109,6 +109,9 @@ def _tracing(cfg: rules.RuleConfig, sinks):
         if "flax.linen" in sys.modules:  # the user's model may be a linen module
             from lrpjax.flax_integration import linen_rules
             stack.enter_context(linen_rules())
+        if "flax.nnx" in sys.modules:  # ... or an nnx module
+            from lrpjax.flax_integration import nnx_rules
+            stack.enter_context(nnx_rules())
         yield ctx
 
 
