@@ -4,7 +4,7 @@
 >>> R = lrpjax.relevance(model_fn, x)          # doctest: +SKIP
 >>> ex = lrpjax.explain(model_fn, x)           # doctest: +SKIP
 """
-from lrpjax import cells, interop, rules, strict
+from lrpjax import cells, importers, interop, rewrite, rules, strict
 from lrpjax.cells import (GRUParams, LSTMParams, VARIANT_GATES, bilstm, gru, gru_params, init_gru,
                           init_lstm, lstm, lstm_params, stacked_lstm)
 from lrpjax.relevance import Explanation, explain, relevance
@@ -19,6 +19,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Explanation", "GATE_RULES", "GRUParams", "LSTMParams", "RuleConfig", "UnsupportedOperationError",
     "VARIANT_GATES", "accumulate", "act", "bilstm", "cells", "dense", "explain", "gated",
-    "gru", "gru_params", "init_gru", "init_lstm", "interop", "linear", "lstm", "lstm_params", "relevance", "rules", "stacked_lstm",
+    "gru", "gru_params", "importers", "init_gru", "init_lstm", "interop", "linear", "lstm", "lstm_params", "relevance", "rewrite", "rules", "stacked_lstm",
     "strict",
 ]

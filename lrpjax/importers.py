@@ -373,7 +373,7 @@ def to_flax_gru_cell(p: GRUParams) -> FlaxTree:
             "in": {"kernel": blk(p.wx, 2), "bias": blk(p.b, 2)},
             "hr": {"kernel": blk(p.wh, 0)},
             "hz": {"kernel": blk(p.wh, 1)},
-            "hn": {"kernel": blk(p.wh, 2), "bias": 0 * p.bhn}}
+            "hn": {"kernel": blk(p.wh, 2), "bias": p.bhn}}
 
 
 def _unwrap(tree: Mapping) -> Mapping:

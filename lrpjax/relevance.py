@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrpjax import rules, strict as strict_mode
+from lrpjax import rewrite, rules, strict as strict_mode
 
 Array = jax.Array
 PyTree = Any
@@ -134,13 +134,22 @@ def _compute(model_fn: Callable, x: PyTree, target, eps, bias_factor, gate, stri
 
     closed, out_shape = jax.make_jaxpr(collect, return_shape=True)(x)
     _check_scores(out_shape)
-    strict_mode.check(closed, [True] * len(leaves), strict)
+    needs_rewrite = strict_mode.check(closed, [True] * len(leaves), strict)
 
     def run(x, sinks):
         with _tracing(cfg, sinks):
             return model_fn(x)
 
     sinks = tuple(jnp.zeros(shape, dtype) for shape, dtype in specs)
+    if needs_rewrite:  # plain jnp operations on the relevance path: evaluate the jaxpr with rules
+        closed_run = jax.make_jaxpr(run)(x, sinks)
+        tainted = [True] * len(leaves) + [False] * len(sinks)  # initial states are leaves, not x
+
+        def run(x, sinks):  # noqa: F811 - same function, with the operations rewritten
+            with rules.rule_context(cfg, sinks):
+                flat = jax.tree.leaves(x) + list(sinks)
+                return rewrite.evaluate(closed_run, tainted, *flat)[0]
+
     scores, vjp = jax.vjp(run, x, sinks)
     t = _resolve_target(target, scores)
     seed = jax.nn.one_hot(t, scores.shape[-1], dtype=scores.dtype) * scores

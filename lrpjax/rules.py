@@ -35,6 +35,7 @@ from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -354,3 +355,97 @@ def gated(gate: Array, signal: Array) -> Array:
     if cfg is None:
         return gate * signal
     return _gated_rule(cfg)(gate, signal)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rules for plain JAX operations a user writes around the layers (applied by lrpjax.rewrite).
+
+@functools.lru_cache(maxsize=None)
+def _scale_rule(cfg: RuleConfig) -> Callable:
+    def lrpjax_scale(a, c):
+        return a * c
+
+    def fwd(a, c):
+        z = a * c
+        return z, (z, c)
+
+    @_rule("scale")
+    def bwd(res, R):
+        z, c = res
+        S, share = _epsilon(z[..., None], R[..., None], None, 1, cfg)  # fan-in 1 per unit
+        return (z * S[..., 0] + share[..., 0]).astype(R.dtype), jnp.zeros_like(c)
+
+    f = jax.custom_vjp(lrpjax_scale)
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def scale(a: Array, c: Array) -> Array:
+    """``a * c`` for a factor ``c`` that carries no relevance (a constant, a mask, ``-1``, ``1/T``):
+    the epsilon rule of a unit with the single input ``a``, ``R_a = z/(z + eps*s) * R``."""
+    cfg = current()
+    if cfg is None:
+        return a * c
+    c = jnp.broadcast_to(jnp.asarray(c, a.dtype), jnp.broadcast_shapes(jnp.shape(a), jnp.shape(c)))
+    return _scale_rule(cfg)(jnp.broadcast_to(a, c.shape), c)
+
+
+@functools.lru_cache(maxsize=None)
+def _sum_rule(cfg: RuleConfig, axes: tuple) -> Callable:
+    def lrpjax_sum(a):
+        return jnp.sum(a, axis=axes)
+
+    def fwd(a):
+        z = jnp.sum(a, axis=axes)
+        return z, (a, z)
+
+    @_rule("sum")
+    def bwd(res, R):
+        a, z = res
+        n = int(np.prod([a.shape[k] for k in axes]))
+        S, share = _epsilon(z[..., None], R[..., None], None, n, cfg)  # fan-in n per output unit
+        expand = lambda v: jnp.expand_dims(v[..., 0], axes)
+        return (a * expand(S) + expand(share),)
+
+    f = jax.custom_vjp(lrpjax_sum)
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def sum_over(a: Array, axes: Sequence[int]) -> Array:
+    """``a.sum(axes)`` (sum / mean pooling) with the epsilon rule over each output's summands
+    (``N`` = its number of summands)."""
+    axes = tuple(sorted(k % a.ndim for k in _as_tuple(axes)))
+    cfg = current()
+    if cfg is None:
+        return jnp.sum(a, axis=axes)
+    return _sum_rule(cfg, axes)(a)
+
+
+@functools.lru_cache(maxsize=None)
+def _max_rule(axes: tuple) -> Callable:
+    def lrpjax_max(a):
+        return jnp.max(a, axis=axes)
+
+    def fwd(a):
+        z = jnp.max(a, axis=axes)
+        return z, (a, z)
+
+    @_rule("max")
+    def bwd(res, R):
+        a, z = res
+        win = (a == jnp.expand_dims(z, axes)).astype(a.dtype)
+        share = win / jnp.sum(win, axis=axes, keepdims=True)  # ties split evenly
+        return (share * jnp.expand_dims(R, axes),)
+
+    f = jax.custom_vjp(lrpjax_max)
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def max_over(a: Array, axes: Sequence[int]) -> Array:
+    """``a.max(axes)`` (max pooling): winner-take-all, the relevance goes to the maximal entry."""
+    axes = tuple(sorted(k % a.ndim for k in _as_tuple(axes)))
+    if current() is None:
+        return jnp.max(a, axis=axes)
+    return _max_rule(axes)(a)

@@ -11,7 +11,7 @@ and reports each offending operation with its source line.
 from __future__ import annotations
 
 import warnings
-from typing import Iterable
+from typing import Iterable, Optional
 
 import jax
 from jax.extend import core as jex_core
@@ -71,15 +71,27 @@ def _open(j):
     return (j.jaxpr if isinstance(j, jex_core.ClosedJaxpr) else j)
 
 
-def _walk(jaxpr, tainted_in: list[bool], found: list) -> list[bool]:
-    """Propagate "depends on x" through ``jaxpr``; append offending equations to ``found``."""
+_OUTER: list = []
+
+
+def _walk(jaxpr, tainted_in: list[bool], found: list, top: bool = False,
+          rewrites: Optional[list] = None) -> list[bool]:
+    """Propagate "depends on x" through ``jaxpr``; append offending equations to ``found`` and the ones
+    :mod:`lrpjax.rewrite` will replace by rules to ``rewrites`` (only where ``top``: not in loops)."""
     taint = {}
     for v, t in zip(jaxpr.invars, tainted_in):
         taint[v] = t
     is_t = lambda v: isinstance(v, jex_core.Var) and taint.get(v, False)
     for eqn in jaxpr.eqns:
         ins = [is_t(v) for v in eqn.invars]
-        outs = _eqn(eqn, ins, found) if any(ins) else [False] * len(eqn.outvars)
+        outermost = not _OUTER
+        if outermost:  # the user-level equation, for locations of library internals (e.g. relu's max)
+            _OUTER.append(eqn)
+        try:
+            outs = _eqn(eqn, ins, found, top, rewrites) if any(ins) else [False] * len(eqn.outvars)
+        finally:
+            if outermost:
+                _OUTER.pop()
         for v, t in zip(eqn.outvars, outs):
             taint[v] = bool(t) and _is_float(v)
     return [is_t(v) for v in jaxpr.outvars]
@@ -98,7 +110,14 @@ def _fixpoint(body, n_consts: int, n_carry: int, ins: list[bool], found: list, n
         carry = new_carry
 
 
-def _eqn(eqn, ins: list[bool], found: list) -> list[bool]:
+def out_taint(eqn, ins: list[bool]) -> list[bool]:
+    """Which outputs of ``eqn`` carry relevance, given which inputs do."""
+    return _eqn(eqn, ins, [], False, None)
+
+
+def _eqn(eqn, ins: list[bool], found: list, top: bool = False,
+         rewrites: Optional[list] = None) -> list[bool]:
+    from lrpjax import rewrite
     name = eqn.primitive.name
     n_out = len(eqn.outvars)
     p = eqn.params
@@ -122,26 +141,49 @@ def _eqn(eqn, ins: list[bool], found: list) -> list[bool]:
             o = _walk(_open(br), ins[1:], found)
             outs = [a or b for a, b in zip(outs, o)]
         return outs
+    if top and rewrite.rule_for(eqn, ins) is not None:
+        if rewrites is not None:
+            rewrites.append(eqn)
+        return [True] * n_out
     for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):  # jit, remat, custom_jvp/vjp, shard_map, ...
         sub = p.get(key)
         if sub is not None and hasattr(_open(sub), "eqns") and len(_open(sub).invars) == len(ins):
-            return _walk(_open(sub), ins, found)
-    found.append(eqn)
+            inline = top and name in rewrite.CALLS  # jit-ed calls are inlined by the rewriter
+            return _walk(_open(sub), ins, found, inline, rewrites)
+    found.append((eqn, _OUTER[0] if _OUTER else eqn))
     return [True] * n_out
 
 
-def find_unsupported(closed_jaxpr, tainted_in: Iterable[bool]) -> list:
-    """Equations of ``closed_jaxpr`` on the path from the tainted inputs that have no LRP rule."""
+def find_unsupported(closed_jaxpr, tainted_in: Iterable[bool]) -> tuple[list, list]:
+    """Equations of ``closed_jaxpr`` on the path from the tainted inputs that have no LRP rule, and
+    those that :mod:`lrpjax.rewrite` replaces by a rule."""
     found: list = []
-    _walk(_open(closed_jaxpr), list(tainted_in), found)
-    return found
+    rewrites: list = []
+    _walk(_open(closed_jaxpr), list(tainted_in), found, True, rewrites)
+    return found, rewrites
+
+
+def _fn_name(eqn) -> str:
+    """The user-visible name of a call-like equation (``relu`` for jax.nn.relu's custom_jvp_call)."""
+    if isinstance(eqn.params.get("name"), str):
+        return eqn.params["name"]
+    for key in ("call_jaxpr", "jaxpr"):
+        info = getattr(getattr(eqn.params.get(key), "jaxpr", eqn.params.get(key)), "debug_info", None)
+        src = getattr(info, "func_src_info", None) or ""
+        if src:
+            return src.split(" ")[0]
+    return eqn.primitive.name
 
 
 def _describe(eqns: list) -> list[str]:
     """One line per source location, naming its primitives, what kind of problem it is and the fix."""
     by_loc: dict = {}
-    for e in eqns:
-        by_loc.setdefault(_where(e), []).append(e.primitive.name)
+    for e, outer in eqns:
+        loc = _where(e)
+        if loc.startswith(("unknown", " ")) or not loc.strip():  # inside a library function
+            inner = _fn_name(outer)
+            loc = f"{_where(outer)} (inside `{inner}`)"
+        by_loc.setdefault(loc, []).append(e.primitive.name)
     lines = []
     for loc, names in by_loc.items():
         names = list(dict.fromkeys(names))
@@ -163,11 +205,14 @@ def _describe(eqns: list) -> list[str]:
 _WARNED: set = set()
 
 
-def check(closed_jaxpr, tainted_in: Iterable[bool], strict: bool) -> None:
-    """Raise :class:`UnsupportedOperationError` (strict) or warn once per operation (non-strict)."""
-    found = find_unsupported(closed_jaxpr, tainted_in)
+def check(closed_jaxpr, tainted_in: Iterable[bool], strict: bool) -> bool:
+    """Raise :class:`UnsupportedOperationError` (strict) or warn once per operation (non-strict).
+
+    Returns whether the model contains operations that :mod:`lrpjax.rewrite` must replace by rules.
+    """
+    found, rewrites = find_unsupported(closed_jaxpr, tainted_in)
     if not found:
-        return
+        return bool(rewrites)
     lines = _describe(found)
     if strict:
         raise UnsupportedOperationError(
@@ -180,3 +225,4 @@ def check(closed_jaxpr, tainted_in: Iterable[bool], strict: bool) -> None:
         _WARNED.update(new)
         warnings.warn("lrpjax.relevance(strict=False): these operations are treated with their plain "
                       "gradient, not an LRP rule:\n" + "\n".join(new), stacklevel=3)
+    return bool(rewrites)

@@ -402,9 +402,11 @@ def test_keras_errors():
         keras_gru(k3, rk3, np.zeros(3 * D), reset_after=False)
     with pytest.raises(ValueError, match=r"\(2, 15\).*got \(15,\).*reset_after=False"):
         keras_gru(k3, rk3, np.zeros(3 * D))
-    with pytest.raises(ValueError, match=r"recurrent_kernel must have shape \(units, 4\*units\), got \(5, 15\)"):
+    with pytest.raises(ValueError,
+                       match=r"recurrent_kernel must have shape \(units, 4\*units\), got \(5, 15\)"):
         keras_lstm(k3, rk3)
-    with pytest.raises(ValueError, match=r"kernel must have shape \(input_dim, 3\*units\) = \(input_dim, 15\), got \(4, 14\)"):
+    with pytest.raises(ValueError, match=r"kernel must have shape \(input_dim, 3\*units\) = "
+                                         r"\(input_dim, 15\), got \(4, 14\)"):
         keras_gru(k3[:, :-1], rk3)
     with pytest.raises(ValueError, match=r"LSTM bias must have shape .*\(20,\), got \(19,\)"):
         keras_lstm(rng.normal(size=(E, 4 * D)), rng.normal(size=(D, 4 * D)), np.zeros(19))

@@ -1,0 +1,117 @@
+"""LRP rules for plain JAX operations written around lrpjax's layers (pooling, merges, readouts).
+
+A user's model -- or an unmodified Flax module -- often combines the recurrent layers with plain
+``jnp`` code: ``hs.mean(axis=1)``, ``jnp.max(hs, axis=1)``, ``h_fwd + h_bwd``, ``h @ W + b``. Their
+plain gradients would scale or duplicate relevance, so when the model's jaxpr contains such an
+operation on the path from ``x`` to the score, :func:`lrpjax.relevance` evaluates that jaxpr with each
+of them replaced by its rule (everything else, lrpjax's own rules included, is bound unchanged):
+
+=====================================  ==================================================================
+operation on the relevance path        rule (:mod:`lrpjax.rules`)
+=====================================  ==================================================================
+``a @ W`` (``W`` not from ``x``)        :func:`~lrpjax.rules.linear` (epsilon rule)
+``a + b``, ``a - b`` (both from ``x``)  :func:`~lrpjax.rules.accumulate` (epsilon rule over the summands)
+``a + c``, ``a - c`` (``c`` not)        :func:`~lrpjax.rules.linear` with identity weights and bias ``c``
+``a * c``, ``a / c``, ``-a``            :func:`~lrpjax.rules.scale` (epsilon rule, one input per unit)
+``a.sum(axes)`` (and so ``a.mean``)     :func:`~lrpjax.rules.sum_over` (epsilon rule over the summands)
+``a.max(axes)``                         :func:`~lrpjax.rules.max_over` (winner takes all)
+=====================================  ==================================================================
+
+Rewrites apply at the top level of the model and inside ``jit``-ed functions it calls, not inside
+user-written ``scan``/``while``/``cond`` bodies. Non-linear element-wise functions (``tanh``, ``exp``,
+``gelu``, ...) are never rewritten: strict mode refuses them (see :mod:`lrpjax.strict`).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.extend import core as jex_core
+
+from lrpjax import rules
+
+CALLS = ("pjit", "jit", "closed_call", "core_call")
+
+
+def _shape(v) -> tuple:
+    return tuple(getattr(v.aval, "shape", ()))
+
+
+def rule_for(eqn, tainted: Sequence[bool]) -> Optional[Callable]:
+    """The rule implementing ``eqn`` (``fn(*invals) -> list of outvals``), or ``None`` if none fits."""
+    name, p = eqn.primitive.name, eqn.params
+    t = list(tainted)
+    out = _shape(eqn.outvars[0])
+    if name == "reduce_sum" and t[0]:
+        return lambda a: [rules.sum_over(a, p["axes"])]
+    if name == "reduce_max" and t[0]:
+        return lambda a: [rules.max_over(a, p["axes"])]
+    if name == "neg" and t[0]:
+        return lambda a: [rules.scale(a, -1.0)]
+    if name == "mul" and t[0] != t[1]:
+        k = 0 if t[0] else 1
+        if _shape(eqn.invars[k]) == out:
+            return lambda a, b: [rules.scale((a, b)[k], (a, b)[1 - k])]
+    if name == "div" and t[0] and not t[1] and _shape(eqn.invars[0]) == out:
+        return lambda a, b: [rules.scale(a, 1.0 / b)]
+    if name in ("add", "add_any", "sub"):
+        sign = -1.0 if name == "sub" else 1.0
+        if all(t) and _shape(eqn.invars[0]) == _shape(eqn.invars[1]) == out:
+            return lambda a, b: [rules.accumulate(a, b if sign > 0 else rules.scale(b, -1.0))]
+        if t[0] != t[1]:
+            k = 0 if t[0] else 1
+            if _shape(eqn.invars[k]) == out and len(out) >= 1:
+                def bias_add(a, b):
+                    x, c = (a, b)[k], (a, b)[1 - k]
+                    if k == 1 and sign < 0:   # c - x = (-x) + c
+                        x = rules.scale(x, -1.0)
+                    elif sign < 0:            # x - c
+                        c = -c
+                    return [rules.linear(x, None, jnp.broadcast_to(c, out).astype(x.dtype))]
+                return bias_add
+    if name == "dot_general" and t[0] and not t[1]:
+        (lc, rc), (lb, rb) = p["dimension_numbers"]
+        lhs, rhs = _shape(eqn.invars[0]), _shape(eqn.invars[1])
+        if (len(rhs) == 2 and tuple(lc) == (len(lhs) - 1,) and tuple(rc) == (0,) and not lb
+                and not rb):
+            return lambda a, w: [rules.linear(a, w.astype(a.dtype)).astype(eqn.outvars[0].aval.dtype)]
+    return None
+
+
+def evaluate(closed_jaxpr, tainted_in: Sequence[bool], *args):
+    """Evaluate ``closed_jaxpr`` on ``args`` with the rewritable operations replaced by their rules."""
+    from lrpjax import strict
+    return _eval(closed_jaxpr.jaxpr, closed_jaxpr.consts, list(args), list(tainted_in), strict)[0]
+
+
+def _eval(jaxpr, consts, args, tainted_in, strict):
+    env, taint = {}, {}
+    for v, c in zip(jaxpr.constvars, consts):
+        env[v], taint[v] = c, False
+    for v, a, tt in zip(jaxpr.invars, args, tainted_in):
+        env[v], taint[v] = a, tt
+    read = lambda v: v.val if isinstance(v, jex_core.Literal) else env[v]
+    is_t = lambda v: not isinstance(v, jex_core.Literal) and taint.get(v, False)
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        tin = [is_t(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        impl = rule_for(eqn, tin) if any(tin) else None
+        if impl is not None:
+            outvals, tout = impl(*invals), [True] * len(eqn.outvars)
+        elif name in CALLS and any(tin):  # inline jit-ed functions so their operations can be rewritten
+            sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+            sub_j = sub.jaxpr if hasattr(sub, "jaxpr") else sub
+            sub_c = sub.consts if hasattr(sub, "consts") else ()
+            outvals, tout = _eval(sub_j, sub_c, invals, tin, strict)
+        else:
+            params = eqn.primitive.get_bind_params(eqn.params)
+            with eqn.ctx.manager:
+                outvals = eqn.primitive.bind(*invals, **params)
+            if not eqn.primitive.multiple_results:
+                outvals = [outvals]
+            tout = strict.out_taint(eqn, tin) if any(tin) else [False] * len(eqn.outvars)
+        for v, val, tt in zip(eqn.outvars, outvals, tout):
+            env[v], taint[v] = val, bool(tt) and strict._is_float(v)
+    return [read(v) for v in jaxpr.outvars], [is_t(v) for v in jaxpr.outvars]
