@@ -79,6 +79,34 @@ def rule_for(eqn, tainted: Sequence[bool]) -> Optional[Callable]:
     return None
 
 
+def _bias_fusions(jaxpr) -> dict:
+    """``{index of a dot_general: index of the add that is its only use}``."""
+    uses: dict = {}
+    for k, eqn in enumerate(jaxpr.eqns):
+        for v in eqn.invars:
+            if isinstance(v, jex_core.Var):
+                uses.setdefault(v, []).append(k)
+    outs = {v for v in jaxpr.outvars if isinstance(v, jex_core.Var)}
+    fusions = {}
+    for k, eqn in enumerate(jaxpr.eqns):
+        if eqn.primitive.name != "dot_general":
+            continue
+        out = eqn.outvars[0]
+        users = uses.get(out, [])
+        if out in outs or len(users) != 1:
+            continue
+        nxt = jaxpr.eqns[users[0]]
+        if (nxt.primitive.name in ("add", "add_any") and _shape(nxt.outvars[0]) == _shape(out)
+                and sum(v is out for v in nxt.invars) == 1):
+            fusions[k] = users[0]
+    return fusions
+
+
+def _pending_slot(eqn, env) -> int:
+    """Which operand of a fused ``add`` is the (deferred, not yet computed) matmul result."""
+    return 0 if eqn.invars[0] not in env else 1
+
+
 def evaluate(closed_jaxpr, tainted_in: Sequence[bool], *args):
     """Evaluate ``closed_jaxpr`` on ``args`` with the rewritable operations replaced by their rules."""
     from lrpjax import strict
@@ -93,11 +121,29 @@ def _eval(jaxpr, consts, args, tainted_in, strict):
         env[v], taint[v] = a, tt
     read = lambda v: v.val if isinstance(v, jex_core.Literal) else env[v]
     is_t = lambda v: not isinstance(v, jex_core.Literal) and taint.get(v, False)
-    for eqn in jaxpr.eqns:
+    fused = _bias_fusions(jaxpr)
+    pending: dict = {}
+    for k, eqn in enumerate(jaxpr.eqns):
+        if k in pending:  # the `+ b` of a deferred `a @ W`: one neuron layer, one epsilon rule
+            a, w = pending.pop(k)
+            slot = _pending_slot(eqn, env)
+            out = eqn.outvars[0]
+            if not is_t(eqn.invars[1 - slot]):
+                b = jnp.broadcast_to(read(eqn.invars[1 - slot]), _shape(out)).astype(a.dtype)
+                z = rules.linear(a, w.astype(a.dtype), b)
+                env[out], taint[out] = z.astype(out.aval.dtype), True
+                continue
+            # both sides carry relevance after all: the matmul alone, then the sum rule below
+            env[eqn.invars[slot]] = rules.linear(a, w.astype(a.dtype)).astype(
+                eqn.invars[slot].aval.dtype)
+            taint[eqn.invars[slot]] = True
         invals = [read(v) for v in eqn.invars]
         tin = [is_t(v) for v in eqn.invars]
         name = eqn.primitive.name
         impl = rule_for(eqn, tin) if any(tin) else None
+        if impl is not None and k in fused and tin == [True, False]:
+            pending[fused[k]] = invals  # computed at the `+ b`, where the bias is known
+            continue
         if impl is not None:
             outvals, tout = impl(*invals), [True] * len(eqn.outvars)
         elif name in CALLS and any(tin):  # inline jit-ed functions so their operations can be rewritten
