@@ -7,7 +7,7 @@
 from lrpjax import cells, importers, interop, rewrite, rules, strict
 from lrpjax.cells import (GRUParams, LSTMParams, VARIANT_GATES, bilstm, gru, gru_params, init_gru,
                           init_lstm, lstm, lstm_params, stacked_lstm)
-from lrpjax.relevance import Explanation, explain, relevance
+from lrpjax.relevance import Explanation, explain, explain_tokens, relevance
 from lrpjax.rules import GATE_RULES, RuleConfig, accumulate, act, gated, linear
 from lrpjax.strict import UnsupportedOperationError
 
@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Explanation", "GATE_RULES", "GRUParams", "LSTMParams", "RuleConfig", "UnsupportedOperationError",
-    "VARIANT_GATES", "accumulate", "act", "bilstm", "cells", "dense", "explain", "gated",
+    "VARIANT_GATES", "accumulate", "act", "bilstm", "cells", "dense", "explain", "explain_tokens",
+    "gated",
     "gru", "gru_params", "importers", "init_gru", "init_lstm", "interop", "linear", "lstm", "lstm_params", "relevance", "rewrite", "rules", "stacked_lstm",
     "strict",
 ]

@@ -19,6 +19,9 @@ Supported linen layers and their rules:
 ``RNN``, ``Bidirectional``           Flax's own scan, reversal, ``seq_lengths`` and merge; the initial
                                      carry (default or given) becomes a reported initial state
 ``Dense``                            epsilon rule (with or without bias)
+``LayerNorm`` (last axis)            standard deviation held constant, then the epsilon rule of the
+                                     resulting affine map (:func:`lrpjax.rules.layer_norm`)
+``Embed``                            :func:`lrpjax.explain_tokens` explains integer token ids
 ``Dropout`` (deterministic)          identity (Flax returns the input unchanged)
 ================================  ===============================================================
 
@@ -98,6 +101,23 @@ def _dense(module, inputs):
     return rules.linear(inputs.astype(dt), P["kernel"].astype(dt), bias)
 
 
+def _layer_norm(module, x, *args, **kwargs):
+    P = module.variables.get("params", {})
+    dt = _dtype(module, x)
+    scale = P["scale"].astype(dt) if module.use_scale else None
+    bias = P["bias"].astype(dt) if module.use_bias else None
+    return rules.layer_norm(x.astype(dt), scale, bias, epsilon=module.epsilon)
+
+
+def _ln_supported(module) -> bool:
+    return (module.reduction_axes in (-1, (-1,)) and module.feature_axes in (-1, (-1,))
+            and getattr(module, "axis_name", None) is None)
+
+
+def _embed(module, ids, next_fun):
+    return rules.embed_lookup(None, ids, lookup=lambda: next_fun(ids))
+
+
 def _rnn(module, next_fun, args, kwargs):
     """Let Flax run its RNN, but with the initial carry registered as a reported initial state."""
     inputs = args[0]
@@ -134,8 +154,14 @@ def _interceptor(handlers: dict) -> Callable:
 
     def intercept(next_fun, args, kwargs, context):
         module = context.module
-        if rules.current() is None or context.method_name != "__call__":
+        if context.method_name != "__call__":
             return next_fun(*args, **kwargs)
+        if isinstance(module, nn.Embed) and rules.token_mode_active():
+            return _embed(module, *args, next_fun=lambda ids: next_fun(ids, **kwargs))
+        if rules.current() is None:
+            return next_fun(*args, **kwargs)
+        if isinstance(module, nn.LayerNorm) and _ln_supported(module):
+            return _layer_norm(module, *args, **kwargs)
         handler = handlers.get(type(module))
         if handler is not None:
             return handler(module, *args, **kwargs)
@@ -216,6 +242,20 @@ def _nnx_linear(self, inputs):
     return rules.linear(inputs.astype(dt), k.astype(dt), bias)
 
 
+def _nnx_layer_norm(self, x, *args, **kwargs):
+    if not (self.reduction_axes in (-1, (-1,)) and self.feature_axes in (-1, (-1,))):
+        return self.__class__.__call__.__wrapped__(self, x, *args, **kwargs)
+    dt = _nnx_dt(self, x)
+    scale = None if self.scale is None else _val(self.scale).astype(dt)
+    bias = None if self.bias is None else _val(self.bias).astype(dt)
+    return rules.layer_norm(x.astype(dt), scale, bias, epsilon=self.epsilon)
+
+
+def _nnx_embed(self, ids):
+    original = type(self).__call__.__wrapped__
+    return rules.embed_lookup(None, ids, lookup=lambda: original(self, ids))
+
+
 def _nnx_zero_carry(cell, shape):
     """The carry nnx would create, without drawing from (and mutating) the module's RNG stream."""
     mem = tuple(shape[:-1]) + (cell.hidden_features,)
@@ -262,14 +302,14 @@ def _nnx_patches() -> dict:
     from flax import nnx
     return {nnx.LSTMCell: _nnx_lstm_cell, nnx.OptimizedLSTMCell: _nnx_lstm_cell,
             nnx.GRUCell: _nnx_gru_cell, nnx.SimpleCell: _nnx_simple_cell, nnx.Linear: _nnx_linear,
-            nnx.RNN: _nnx_rnn}
+            nnx.RNN: _nnx_rnn, nnx.LayerNorm: _nnx_layer_norm, nnx.Embed: _nnx_embed}
 
 
 def _patched(cls, replacement):
     original = cls.__call__
 
     def __call__(self, *args, **kwargs):
-        if rules.current() is None:  # e.g. another thread's plain call while we trace
+        if rules.current() is None and not rules.token_mode_active():  # e.g. another thread's call
             return original(self, *args, **kwargs)
         return replacement(self, *args, **kwargs)
     __call__.__wrapped__ = original

@@ -102,16 +102,22 @@ def _resolve_target(target, scores: Array) -> Array:
 
 
 @contextlib.contextmanager
-def _tracing(cfg: rules.RuleConfig, sinks):
-    """Rules active while ``model_fn`` is traced; Flax layers are intercepted if Flax is in use."""
+def _flax_hooks():
+    """Flax layers are intercepted while tracing if Flax is in use (a scoped, reversible change)."""
     with contextlib.ExitStack() as stack:
-        ctx = stack.enter_context(rules.rule_context(cfg, sinks))
         if "flax.linen" in sys.modules:  # the user's model may be a linen module
             from lrpjax.flax_integration import linen_rules
             stack.enter_context(linen_rules())
         if "flax.nnx" in sys.modules:  # ... or an nnx module
             from lrpjax.flax_integration import nnx_rules
             stack.enter_context(nnx_rules())
+        yield
+
+
+@contextlib.contextmanager
+def _tracing(cfg: rules.RuleConfig, sinks):
+    """Rules active while ``model_fn`` is traced."""
+    with rules.rule_context(cfg, sinks) as ctx, _flax_hooks():
         yield ctx
 
 
@@ -221,3 +227,49 @@ def explain(model_fn: Callable[[PyTree], Array], x: PyTree, target=None, *, eps:
     init = sum((row_sum(a, "an initial state").astype(scores.dtype) for a in R_states), zero)
     score_t = jnp.take_along_axis(scores, t[..., None], axis=-1)[..., 0]
     return Explanation(R, scores, t, total, init, score_t - total - init, tuple(R_states))
+
+
+def explain_tokens(model_fn: Callable[[Array], Array], ids: Array, target=None, *,
+                   eps: float = 1e-3, bias_factor: float = 0.0, gate: str = "all",
+                   strict: bool = True) -> Explanation:
+    """Explain a model that takes integer token ids and embeds them itself (Flax ``Embed`` or
+    :func:`lrpjax.rules.embed_lookup`), e.g. ``lambda ids: model.apply(params, ids)``.
+
+    The embedding lookup's output is explained as the input; ``relevance`` is its relevance summed
+    over the embedding dimension: one value per token, shape of ``ids`` (``(T,)`` or ``(B, T)``).
+    The model must contain exactly one embedding lookup.
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, lrpjax
+    >>> class M(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, ids):
+    ...         h = nn.RNN(nn.LSTMCell(8))(nn.Embed(100, 6)(ids))
+    ...         return nn.Dense(2)(h[..., -1, :])
+    >>> ids = jnp.array([[3, 14, 15, 9], [2, 6, 5, 3]])
+    >>> v = M().init(jax.random.key(0), ids)
+    >>> lrpjax.explain_tokens(lambda ids: M().apply(v, ids), ids).relevance.shape
+    (2, 4)
+    """
+    ids = jnp.asarray(ids)
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise ValueError(f"ids must be integer token ids, got dtype {ids.dtype}; for embedded "
+                         f"(float) inputs use lrpjax.explain.")
+
+    def embedded(ids):  # jitted: XLA keeps only the lookup, the rest of the model is dead code
+        captured: list = []
+        with rules.token_mode("capture", captured), _flax_hooks():
+            model_fn(ids)
+        if len(captured) != 1:
+            raise ValueError(f"explain_tokens needs exactly one embedding lookup in the model (a Flax "
+                             f"Embed or lrpjax.rules.embed_lookup), found {len(captured)}.")
+        return captured[0]
+
+    emb = jax.jit(embedded)(ids)
+
+    def on_embeddings(e):
+        with rules.token_mode("inject", [e]):
+            return model_fn(ids)
+
+    ex = explain(on_embeddings, emb, target, eps=eps, bias_factor=bias_factor, gate=gate,
+                 strict=strict)
+    return ex._replace(relevance=jnp.sum(ex.relevance, axis=-1))

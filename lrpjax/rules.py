@@ -449,3 +449,102 @@ def max_over(a: Array, axes: Sequence[int]) -> Array:
     if current() is None:
         return jnp.max(a, axis=axes)
     return _max_rule(axes)(a)
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_norm_rule(cfg: RuleConfig, ln_eps: float, has_scale: bool, has_bias: bool) -> Callable:
+    def forward(x, scale, bias):
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        sigma = jnp.sqrt(jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True) + ln_eps)
+        y = (x - mean) / sigma
+        y = y * scale if has_scale else y
+        return (y + bias if has_bias else y), sigma
+
+    def lrpjax_layer_norm(x, scale, bias):
+        return forward(x, scale, bias)[0]
+
+    def fwd(x, scale, bias):
+        y, sigma = forward(x, scale, bias)
+        return y, (x, sigma, scale, bias, y)
+
+    @_rule("layer_norm")
+    def bwd(res, R):
+        x, sigma, scale, bias, y = res
+        g = scale if has_scale else jnp.ones_like(y)
+        # with sigma held constant, y = x @ W + bias with W_ki = g_i / sigma * (delta_ki - 1/D)
+        S, share = _epsilon(y, R, bias if has_bias else None, y.shape[-1], cfg)
+        gS = g * S
+        R_x = x / sigma * (gS - jnp.mean(gS, axis=-1, keepdims=True)) + share
+        return R_x, jnp.zeros_like(scale), jnp.zeros_like(bias)
+
+    f = jax.custom_vjp(lrpjax_layer_norm)
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def layer_norm(x: Array, scale: Optional[Array] = None, bias: Optional[Array] = None, *,
+               epsilon: float = 1e-6) -> Array:
+    """Layer normalisation over the last axis, ``(x - mean) / sqrt(var + epsilon) * scale + bias``.
+
+    Rule: the standard deviation is held constant (as in conservative propagation for transformers),
+    which makes the layer the affine map ``y = x W + bias`` with ``W_ki = scale_i / sigma *
+    (delta_ki - 1/D)``; relevance then follows the epsilon rule with ``N = D``.
+    """
+    cfg = current()
+    if cfg is None:
+        return _plain_layer_norm(x, scale, bias, epsilon)
+    s = jnp.zeros((), x.dtype) if scale is None else scale.astype(x.dtype)
+    b = jnp.zeros((), x.dtype) if bias is None else bias.astype(x.dtype)
+    return _layer_norm_rule(cfg, float(epsilon), scale is not None, bias is not None)(x, s, b)
+
+
+def _plain_layer_norm(x, scale, bias, epsilon):
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    y = (x - mean) / jnp.sqrt(jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True) + epsilon)
+    y = y if scale is None else y * scale
+    return y if bias is None else y + bias
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedding lookups: relevance per token (see lrpjax.explain_tokens).
+
+class _Tokens:
+    def __init__(self, mode: str, values: list):
+        self.mode, self.values, self.k = mode, values, 0
+
+
+_TOKENS: contextvars.ContextVar[Optional[_Tokens]] = contextvars.ContextVar("lrpjax_tokens",
+                                                                            default=None)
+
+
+@contextlib.contextmanager
+def token_mode(mode: str, values: list) -> Iterator[None]:
+    """``"capture"``: record every embedding lookup's output in ``values``; ``"inject"``: return
+    ``values[k]`` from the k-th lookup instead (the embedded sequence being explained)."""
+    token = _TOKENS.set(_Tokens(mode, values))
+    try:
+        with _JIT_KEY(("tokens", mode)):
+            yield
+    finally:
+        _TOKENS.reset(token)
+
+
+def token_mode_active() -> bool:
+    return _TOKENS.get() is not None
+
+
+def embed_lookup(table: Array, ids: Array, lookup: Optional[Callable] = None) -> Array:
+    """``table[ids]``: an embedding lookup that :func:`lrpjax.explain_tokens` can explain per token.
+
+    Use it (or Flax's ``Embed``, which lrpjax intercepts) so that integer token ids can be explained:
+    the relevance of the looked-up vectors, summed over the embedding dimension, is the token's.
+    """
+    tok = _TOKENS.get()
+    if tok is not None and tok.mode == "inject":
+        out = tok.values[tok.k]
+        tok.k += 1
+        return out
+    out = jnp.take(table, ids, axis=0) if lookup is None else lookup()
+    if tok is not None:
+        tok.values.append(out)
+    return out
