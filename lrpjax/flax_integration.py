@@ -18,6 +18,8 @@ Supported linen layers and their rules:
                                      ``N = e+2d``), the activation passes relevance
 ``RNN``, ``Bidirectional``           Flax's own scan, reversal, ``seq_lengths`` and merge; the initial
                                      carry (default or given) becomes a reported initial state
+``ConvLSTMCell``                     the LSTM rules, the gates' convolutions with the epsilon rule
+                                     over each unit's receptive field (:func:`lrpjax.rules.conv`)
 ``Dense``                            epsilon rule (with or without bias)
 ``LayerNorm`` (last axis)            standard deviation held constant, then the epsilon rule of the
                                      resulting affine map (:func:`lrpjax.rules.layer_norm`)
@@ -162,6 +164,8 @@ def _interceptor(handlers: dict) -> Callable:
             return next_fun(*args, **kwargs)
         if isinstance(module, nn.LayerNorm) and _ln_supported(module):
             return _layer_norm(module, *args, **kwargs)
+        if isinstance(module, nn.ConvLSTMCell):
+            return _conv_lstm_cell(module, *args, next_fun=lambda *a: next_fun(*a, **kwargs))
         handler = handlers.get(type(module))
         if handler is not None:
             return handler(module, *args, **kwargs)
@@ -331,3 +335,39 @@ def nnx_rules() -> Iterator[None]:
     finally:
         for cls, fn in originals.items():
             cls.__call__ = fn
+
+
+def _conv_lstm_cell(module, carry, inputs, next_fun):
+    """linen ``ConvLSTMCell``: gates ``conv_ih(x) + conv_hh(h)`` in the order i, g, f, o, ``f + 1``."""
+    padding = module.padding if isinstance(module.padding, str) else tuple(map(tuple, module.padding))
+    if isinstance(padding, str) and padding not in ("SAME", "VALID"):
+        return next_fun(carry, inputs)  # e.g. CIRCULAR: no rule here; strict mode will say so
+    c, h = carry
+    P = _p(module)
+    dt = _dtype(module, inputs, h, P["ih"]["kernel"])
+    nd = len(module.kernel_size)
+    unbatched = inputs.ndim == nd + 1
+    x, h, c = (a[None] if unbatched else a for a in (inputs.astype(dt), h.astype(dt), c.astype(dt)))
+    sp = "DHW"[-nd:] if nd <= 3 else None
+    spec = rules.ConvSpec(tuple(module.strides or (1,) * nd), padding,
+                          ("N" + sp + "C", sp + "IO", "N" + sp + "C"))
+    F = module.features
+    blk = {q: slice(k * F, (k + 1) * F) for k, q in enumerate("igfo")}
+    kx, kh = P["ih"]["kernel"].astype(dt), P["hh"]["kernel"].astype(dt)
+    bias = jnp.zeros((4 * F,), dt)
+    for name in ("ih", "hh"):
+        if "bias" in P[name]:
+            bias = bias + P[name]["bias"].astype(dt)
+    bias = bias.at[blk["f"]].add(1.0)  # f = sigmoid(f + 1): the constant is part of f's bias
+    cols = lambda a, qs: jnp.concatenate([a[..., blk[q]] for q in qs], axis=-1)
+    z = {"g": rules.conv((x, h), (kx[..., blk["g"]], kh[..., blk["g"]]), bias[blk["g"]], spec)}
+    cfg = rules.current()
+    gates = (lambda *a: rules._conv_sum(*a, spec)) if cfg.gate == "all" else None
+    args = ((x, h), (cols(kx, "ifo"), cols(kh, "ifo")), cols(bias, "ifo"))
+    zg = rules.no_relevance(gates, *args) if gates else rules.conv(*args, spec)
+    for k, q in enumerate("ifo"):
+        z[q] = zg[..., k * F:(k + 1) * F]
+    c_new, h_new = _cell("standard", z, c)
+    if unbatched:
+        c_new, h_new = c_new[0], h_new[0]
+    return (c_new, h_new), h_new

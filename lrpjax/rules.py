@@ -31,7 +31,7 @@ import contextlib
 import contextvars
 import functools
 import numbers
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -548,3 +548,69 @@ def embed_lookup(table: Array, ids: Array, lookup: Optional[Callable] = None) ->
     if tok is not None:
         tok.values.append(out)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolutions (the gates of a ConvLSTM): the epsilon rule with each unit's own receptive field.
+
+class ConvSpec(NamedTuple):
+    """Static description of an N-d convolution ``(B, *spatial, C_in) -> (B, *spatial', C_out)``."""
+
+    strides: tuple
+    padding: Any
+    dimension_numbers: tuple
+
+
+def _conv(a: Array, k: Array, spec: ConvSpec) -> Array:
+    return jax.lax.conv_general_dilated(a, k, spec.strides, spec.padding,
+                                        dimension_numbers=spec.dimension_numbers)
+
+
+def _conv_sum(inputs, kernels, bias, spec):
+    z = functools.reduce(jnp.add, [_conv(a, k, spec) for a, k in zip(inputs, kernels)])
+    return z if bias is None else z + bias
+
+
+@functools.lru_cache(maxsize=None)
+def _conv_rule(cfg: RuleConfig, spec: ConvSpec) -> Callable:
+    def lrpjax_conv(inputs, kernels, bias):
+        return _conv_sum(inputs, kernels, bias, spec)
+
+    def fwd(inputs, kernels, bias):
+        z = _conv_sum(inputs, kernels, bias, spec)
+        return z, (inputs, kernels, bias, z)
+
+    @_rule("conv")
+    def bwd(res, R):
+        inputs, kernels, bias, z = res
+        zs = _stabilised(z, cfg.eps)
+        S = R / zs
+        if cfg.bias_factor:
+            # N_j: the real lower units in unit j's receptive field (padding excluded), all inputs
+            fan_in = sum(_conv(jnp.ones_like(a), jnp.ones_like(k), spec)
+                         for a, k in zip(inputs, kernels))
+            absorbed = zs - z if bias is None else zs - z + bias
+            per_unit = cfg.bias_factor * absorbed * S / fan_in
+        R_in = []
+        for a, k in zip(inputs, kernels):
+            r = a * jax.vjp(lambda a_: _conv(a_, k, spec), a)[1](S)[0]
+            if cfg.bias_factor:  # each unit's share goes to the lower units of its receptive field
+                r = r + jax.vjp(lambda a_: _conv(a_, jnp.ones_like(k), spec), a)[1](per_unit)[0]
+            R_in.append(r)
+        return tuple(R_in), jax.tree.map(jnp.zeros_like, kernels), jax.tree.map(jnp.zeros_like, bias)
+
+    f = jax.custom_vjp(lrpjax_conv)
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def conv(inputs: Sequence[Array], kernels: Sequence[Array], bias: Optional[Array],
+         spec: ConvSpec) -> Array:
+    """``sum_k conv(inputs[k], kernels[k]) + bias`` with the epsilon rule; ``N`` is a unit's fan-in
+    (the real lower units of its receptive field over all inputs, padding excluded) and, with
+    ``bias_factor > 0``, its bias and stabiliser share goes to exactly those units."""
+    inputs, kernels = _as_tuple(inputs), _as_tuple(kernels)
+    cfg = current()
+    if cfg is None:
+        return _conv_sum(inputs, kernels, bias, spec)
+    return _conv_rule(cfg, spec)(inputs, kernels, bias)

@@ -106,3 +106,64 @@ def test_explain_tokens_nnx_and_bad_ids():
         lrpjax.explain_tokens(lambda i: n(i), ids.astype(jnp.float32))
     with pytest.raises(ValueError, match="exactly one embedding"):
         lrpjax.explain_tokens(lambda i: n(i) + n(i), ids)
+
+
+# ------------------------------------------------------------------------------------------------
+# ConvLSTMCell: an LSTM whose gate maps are convolutions. Oracle: the convolutions unrolled into
+# dense matrices (literal loops) and the LSTM oracle. With bias_factor = 0 the receptive-field form
+# of the epsilon rule equals the dense one (unconnected weights are 0), so they must agree exactly.
+
+L, CIN, F, KS = 5, 2, 3, 3
+
+
+def unrolled(kernel, block):
+    """Dense (L*C_in, L*F) matrix of a 1-d SAME convolution (kernel (KS, C_in, 4F)) for one gate."""
+    c_in = kernel.shape[1]
+    M = np.zeros((L * c_in, L * F))
+    for lo in range(L):
+        for k in range(KS):
+            li = lo + k - KS // 2
+            if 0 <= li < L:
+                for ci in range(c_in):
+                    for fo in range(F):
+                        M[li * c_in + ci, lo * F + fo] = kernel[k, ci, block * F + fo]
+    return M
+
+
+class ConvModel(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        c, _ = nn.RNN(nn.ConvLSTMCell(F, (KS,), param_dtype=jnp.float64), return_carry=True)(x)
+        h = c[1]
+        return nn.Dense(C, param_dtype=jnp.float64)(h.reshape(h.shape[:-2] + (-1,)))
+
+
+@pytest.mark.parametrize("gate", ["all", "half"])
+def test_conv_lstm_matches_unrolled_oracle(gate):
+    T = 4
+    x = np.random.default_rng(5).normal(size=(T, L, CIN))
+    m = ConvModel()
+    v = m.init(jax.random.key(6), f64(x))
+    P = v["params"]
+    cell = P[[k for k in P if k.startswith("ConvLSTMCell")][0]]
+    kx, kh = np.asarray(cell["ih"]["kernel"]), np.asarray(cell["hh"]["kernel"])
+    b = np.asarray(cell["ih"]["bias"]) + np.asarray(cell["hh"]["bias"])
+    order = {"i": 0, "g": 1, "f": 2, "o": 3}
+    op = {"Wx": {q: unrolled(kx, k).T for q, k in order.items()},
+          "Wh": {q: unrolled(kh, k).T for q, k in order.items()},
+          "b": {q: np.tile(b[k * F:(k + 1) * F] + (1.0 if q == "f" else 0.0), L)
+                for q, k in order.items()}}
+    xs = x.reshape(T, L * CIN)
+    hs = oracle.lstm_forward(xs, op)["h"]
+    W, bd = np.asarray(P["Dense_0"]["kernel"]), np.asarray(P["Dense_0"]["bias"])
+    z = hs[-1] @ W + bd
+    R_hs = np.zeros_like(hs)
+    R_hs[-1] = oracle.lrp_linear([hs[-1]], [W], bd, z, np.array([0.0, z[1]]), 1e-3, 0.0)[0]
+    R_x, *_ = oracle.lstm_lrp(xs, op, R_hs, gate=gate)
+    ex = lrpjax.explain(lambda x: m.apply(v, x), f64(x), 1, gate=gate)
+    np.testing.assert_allclose(ex.scores, z, atol=1e-12)
+    np.testing.assert_allclose(ex.relevance.reshape(T, -1), R_x, atol=1e-10)
+    # bias_factor = 1: every unit's share stays within its receptive field and all of it arrives
+    ex1 = jax.jit(lambda x: lrpjax.explain(lambda x: m.apply(v, x), x, 1, bias_factor=1.0,
+                                           gate=gate))(f64(x))
+    np.testing.assert_allclose(ex1.absorbed, 0.0, atol=1e-10)
