@@ -33,7 +33,7 @@ mode's error says which layer holds an operation without an LRP rule.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -320,21 +320,66 @@ def _patched(cls, replacement):
     return __call__
 
 
+def _nnx_roots(fn) -> list:
+    """nnx modules reachable from a model function (its closure, globals, bound self, partial args)."""
+    import functools
+    import inspect
+    from flax import nnx
+    found, candidates = [], [fn]
+    if isinstance(fn, functools.partial):
+        candidates += [fn.func, *fn.args, *fn.keywords.values()]
+    if hasattr(fn, "__self__"):
+        candidates.append(fn.__self__)
+    for c in list(candidates):
+        if inspect.isfunction(c):
+            try:
+                cv = inspect.getclosurevars(c)
+            except (TypeError, ValueError):
+                continue
+            candidates += list(cv.nonlocals.values()) + list(cv.globals.values())
+    for c in candidates:
+        if isinstance(c, nnx.Module) and all(c is not f for f in found):
+            found.append(c)
+    return found
+
+
+def _scoped(original, names: dict):
+    def __call__(self, *args, **kwargs):
+        name = f"{type(self).__name__}({names.get(id(self), '?')})"
+        with jax.named_scope(name):  # strict-mode errors name the layer and its path
+            return original(self, *args, **kwargs)
+    __call__.__wrapped__ = original
+    return __call__
+
+
 @contextlib.contextmanager
-def nnx_rules() -> Iterator[None]:
+def nnx_rules(model_fn: Optional[Callable] = None) -> Iterator[None]:
     """Context: flax.nnx modules called while tracing under :func:`lrpjax.relevance` use LRP rules.
 
-    The supported classes' ``__call__`` are replaced for the duration and restored afterwards.
+    The supported classes' ``__call__`` are replaced for the duration and restored afterwards; the
+    classes of the other modules found in ``model_fn`` get a named scope (their path) for errors.
     """
-    patches = _nnx_patches()
-    originals = {cls: cls.__dict__["__call__"] for cls in patches}
+    from flax import nnx
+    patches = {cls: _patched(cls, fn) for cls, fn in _nnx_patches().items()}
+    names: dict = {}
+    for root in (_nnx_roots(model_fn) if model_fn is not None else []):
+        for path, node in nnx.iter_graph(root):
+            if isinstance(node, nnx.Module):
+                names.setdefault(id(node), ".".join(map(str, path)) or "top-level")
+                cls = type(node)
+                if cls not in patches and not any(issubclass(cls, p) for p in patches):
+                    patches[cls] = _scoped(cls.__call__, names)
+    saved = {cls: cls.__dict__.get("__call__") for cls in patches}
     try:
         for cls, fn in patches.items():
-            cls.__call__ = _patched(cls, fn)
+            cls.__call__ = fn
         yield
     finally:
-        for cls, fn in originals.items():
-            cls.__call__ = fn
+        for cls, fn in saved.items():
+            if fn is None:
+                del cls.__call__
+            else:
+                cls.__call__ = fn
 
 
 def _conv_lstm_cell(module, carry, inputs, next_fun):

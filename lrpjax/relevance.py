@@ -102,7 +102,7 @@ def _resolve_target(target, scores: Array) -> Array:
 
 
 @contextlib.contextmanager
-def _flax_hooks():
+def _flax_hooks(model_fn=None):
     """Flax layers are intercepted while tracing if Flax is in use (a scoped, reversible change)."""
     with contextlib.ExitStack() as stack:
         if "flax.linen" in sys.modules:  # the user's model may be a linen module
@@ -110,14 +110,14 @@ def _flax_hooks():
             stack.enter_context(linen_rules())
         if "flax.nnx" in sys.modules:  # ... or an nnx module
             from lrpjax.flax_integration import nnx_rules
-            stack.enter_context(nnx_rules())
+            stack.enter_context(nnx_rules(model_fn))
         yield
 
 
 @contextlib.contextmanager
-def _tracing(cfg: rules.RuleConfig, sinks):
+def _tracing(cfg: rules.RuleConfig, sinks, model_fn=None):
     """Rules active while ``model_fn`` is traced."""
-    with rules.rule_context(cfg, sinks) as ctx, _flax_hooks():
+    with rules.rule_context(cfg, sinks) as ctx, _flax_hooks(model_fn):
         yield ctx
 
 
@@ -133,7 +133,7 @@ def _compute(model_fn: Callable, x: PyTree, target, eps, bias_factor, gate, stri
     specs: list = []
 
     def collect(x):
-        with _tracing(cfg, None) as ctx:
+        with _tracing(cfg, None, model_fn) as ctx:
             out = model_fn(x)
         specs[:] = ctx.sink_specs
         return out
@@ -143,7 +143,7 @@ def _compute(model_fn: Callable, x: PyTree, target, eps, bias_factor, gate, stri
     needs_rewrite = strict_mode.check(closed, [True] * len(leaves), strict)
 
     def run(x, sinks):
-        with _tracing(cfg, sinks):
+        with _tracing(cfg, sinks, model_fn):
             return model_fn(x)
 
     sinks = tuple(jnp.zeros(shape, dtype) for shape, dtype in specs)
@@ -257,7 +257,7 @@ def explain_tokens(model_fn: Callable[[Array], Array], ids: Array, target=None, 
 
     def embedded(ids):  # jitted: XLA keeps only the lookup, the rest of the model is dead code
         captured: list = []
-        with rules.token_mode("capture", captured), _flax_hooks():
+        with rules.token_mode("capture", captured), _flax_hooks(model_fn):
             model_fn(ids)
         if len(captured) != 1:
             raise ValueError(f"explain_tokens needs exactly one embedding lookup in the model (a Flax "

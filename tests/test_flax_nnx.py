@@ -136,3 +136,27 @@ def test_nnx_padded_batch_jit_vmap_and_plain_grad_trap():
     np.testing.assert_allclose(vm, R, atol=1e-12)
     # (a plain jax.grad of lambda x: model(x) raises in flax 0.12.8 because nnx.RNN draws from its
     # RNG stream inside the trace; lrpjax does not have that problem)
+
+
+def test_nnx_unsupported_layer_named_with_its_path_and_classes_restored():
+    class Head(nnx.Module):
+        def __init__(self, rngs):
+            self.lin = nnx.Linear(D, 4, rngs=rngs)
+            self.out = nnx.Linear(4, C, rngs=rngs)
+
+        def __call__(self, h):
+            return self.out(jax.nn.gelu(self.lin(h)))
+
+    class M(nnx.Module):
+        def __init__(self, rngs):
+            self.rnn = nnx.RNN(nnx.LSTMCell(E, D, rngs=rngs))
+            self.head = Head(rngs)
+
+        def __call__(self, x):
+            return self.head(self.rnn(x)[:, -1])
+
+    m = M(nnx.Rngs(0))
+    head_call = Head.__dict__["__call__"]
+    with pytest.raises(lrpjax.UnsupportedOperationError, match=r"in layer Head\(head\)"):
+        lrpjax.relevance(lambda x: m(x), jnp.ones((2, T, E), jnp.float32))
+    assert Head.__dict__["__call__"] is head_call and "__call__" in M.__dict__
