@@ -102,11 +102,6 @@ def _bias_fusions(jaxpr) -> dict:
     return fusions
 
 
-def _pending_slot(eqn, env) -> int:
-    """Which operand of a fused ``add`` is the (deferred, not yet computed) matmul result."""
-    return 0 if eqn.invars[0] not in env else 1
-
-
 def evaluate(closed_jaxpr, tainted_in: Sequence[bool], *args):
     """Evaluate ``closed_jaxpr`` on ``args`` with the rewritable operations replaced by their rules."""
     from lrpjax import strict
@@ -125,8 +120,8 @@ def _eval(jaxpr, consts, args, tainted_in, strict):
     pending: dict = {}
     for k, eqn in enumerate(jaxpr.eqns):
         if k in pending:  # the `+ b` of a deferred `a @ W`: one neuron layer, one epsilon rule
-            a, w = pending.pop(k)
-            slot = _pending_slot(eqn, env)
+            (a, w), product = pending.pop(k)
+            slot = 0 if eqn.invars[0] is product else 1
             out = eqn.outvars[0]
             if not is_t(eqn.invars[1 - slot]):
                 b = jnp.broadcast_to(read(eqn.invars[1 - slot]), _shape(out)).astype(a.dtype)
@@ -142,7 +137,7 @@ def _eval(jaxpr, consts, args, tainted_in, strict):
         name = eqn.primitive.name
         impl = rule_for(eqn, tin) if any(tin) else None
         if impl is not None and k in fused and tin == [True, False]:
-            pending[fused[k]] = invals  # computed at the `+ b`, where the bias is known
+            pending[fused[k]] = (invals, eqn.outvars[0])  # computed at the `+ b`, with the bias
             continue
         if impl is not None:
             outvals, tout = impl(*invals), [True] * len(eqn.outvars)

@@ -454,11 +454,7 @@ def max_over(a: Array, axes: Sequence[int]) -> Array:
 @functools.lru_cache(maxsize=None)
 def _layer_norm_rule(cfg: RuleConfig, ln_eps: float, has_scale: bool, has_bias: bool) -> Callable:
     def forward(x, scale, bias):
-        mean = jnp.mean(x, axis=-1, keepdims=True)
-        sigma = jnp.sqrt(jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True) + ln_eps)
-        y = (x - mean) / sigma
-        y = y * scale if has_scale else y
-        return (y + bias if has_bias else y), sigma
+        return _normalise(x, scale if has_scale else None, bias if has_bias else None, ln_eps)
 
     def lrpjax_layer_norm(x, scale, bias):
         return forward(x, scale, bias)[0]
@@ -492,17 +488,19 @@ def layer_norm(x: Array, scale: Optional[Array] = None, bias: Optional[Array] = 
     """
     cfg = current()
     if cfg is None:
-        return _plain_layer_norm(x, scale, bias, epsilon)
+        return _normalise(x, scale, bias, epsilon)[0]
     s = jnp.zeros((), x.dtype) if scale is None else scale.astype(x.dtype)
     b = jnp.zeros((), x.dtype) if bias is None else bias.astype(x.dtype)
     return _layer_norm_rule(cfg, float(epsilon), scale is not None, bias is not None)(x, s, b)
 
 
-def _plain_layer_norm(x, scale, bias, epsilon):
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    y = (x - mean) / jnp.sqrt(jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True) + epsilon)
+def _normalise(x, scale, bias, epsilon):
+    """Layer norm over the last axis; returns ``(y, sigma)``."""
+    centred = x - jnp.mean(x, axis=-1, keepdims=True)
+    sigma = jnp.sqrt(jnp.mean(jnp.square(centred), axis=-1, keepdims=True) + epsilon)
+    y = centred / sigma
     y = y if scale is None else y * scale
-    return y if bias is None else y + bias
+    return (y if bias is None else y + bias), sigma
 
 
 # ----------------------------------------------------------------------------------------------
