@@ -167,3 +167,12 @@ def test_conv_lstm_matches_unrolled_oracle(gate):
     ex1 = jax.jit(lambda x: lrpjax.explain(lambda x: m.apply(v, x), x, 1, bias_factor=1.0,
                                            gate=gate))(f64(x))
     np.testing.assert_allclose(ex1.absorbed, 0.0, atol=1e-10)
+
+
+def test_nnx_dropout_deterministic_is_identity():
+    rngs = nnx.Rngs(0)
+    drop = nnx.Dropout(0.5, deterministic=True, rngs=rngs)
+    lin = nnx.Linear(D, C, rngs=rngs, dtype=jnp.float64, param_dtype=jnp.float64)
+    x = f64(np.random.default_rng(9).normal(size=D))
+    R = lrpjax.relevance(lambda x: lin(drop(x)), x, 1)
+    np.testing.assert_allclose(R, lrpjax.relevance(lambda x: lin(x), x, 1), atol=0)

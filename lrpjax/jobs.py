@@ -1,0 +1,1327 @@
+"""Dataset-wide attribution jobs: explain every example of a dataset and write the relevance to Parquet.
+
+>>> summary = attribute_dataset(model, "data.npz", "out/")        # doctest: +SKIP
+>>> summary.examples_per_second                                   # doctest: +SKIP
+
+Data flow, one input shard (``shard_size`` examples) at a time::
+
+    reader (streams records) -> validate / tokenize (bad ones -> error rows)
+      -> length buckets (pad to a multiple of ``bucket_step``) -> batches of ``batch_size`` rows,
+         sharded over all local devices (1-D mesh "data")
+      -> one jitted relevance call per batch (one compilation per bucket length)
+      -> rows in input order -> ``part-NNNNN.parquet`` (+ ``shard-errors/errors-NNNNN.parquet``),
+         each written to a hidden temporary file and renamed into place (atomic)
+
+Output directory (readable with pyarrow / pandas alone, no lrpjax needed)::
+
+    out_dir/manifest.json                   model, rule options, input fingerprint, versions, counts
+    out_dir/part-00000.parquet, ...         one per input shard: the explained examples, input order
+    out_dir/errors.parquet                  every bad example: index, id, reason (merged at the end)
+    out_dir/shard-errors/errors-00000.parquet, ...   the same, per shard (used when resuming)
+
+Columns of a part file: ``index`` (int64, 0-based position in the input), ``id`` (int64 when the
+input's first example has an integer id or none, else string), ``label`` (int64, null if none),
+``length`` (int32), ``target`` (int32, the explained class), ``score`` (float32, its logit),
+``relevance`` (list<float32>: one value per step, summed over features / the embedding),
+``relevance_full`` (list<list<float32>>, ``length x F``, only with ``full=True``) and ``tokens``
+(list<string>, token inputs only). Read them with::
+
+    import glob, pyarrow.parquet as pq
+    table = pq.ParquetDataset(sorted(glob.glob("out/part-*.parquet"))).read()
+
+(``pq.read_table("out/")`` would also try ``manifest.json`` and ``errors.parquet``; or use
+:func:`read_results`.)
+
+What streams: ``.npy`` is memory-mapped; ``.npz`` loads ``lengths`` / ``labels`` / ``ids`` and
+memory-maps ``x`` when the archive is uncompressed (``np.savez``; ``np.savez_compressed`` archives load
+``x`` fully); ``.jsonl``, text files and ``.parquet`` (by record batch) are read incrementally; a
+Python iterable is consumed lazily. At most one shard of examples is held in memory.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import glob
+import hashlib
+import importlib.metadata
+import itertools
+import json
+import math
+import os
+import struct
+import sys
+import time
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+METHODS = ("lrp", "gradient")
+MANIFEST = "manifest.json"
+ERRORS = "errors.parquet"
+SHARD_ERRORS_DIR = "shard-errors"
+LOG_EVERY_S = 10.0          # progress line interval when stderr is not a terminal
+FORMAT_VERSION = 1
+
+
+class JobError(ValueError):
+    """A problem the user must fix (model spec, options, input, output directory); one-line message."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Public dataclasses
+
+@dataclasses.dataclass
+class ModelSpec:
+    """What a job explains.
+
+    Args:
+      apply: ``apply(x, lengths) -> logits (B, C)``. Float inputs: ``x`` ``(B, T, F)`` float32; token
+        inputs (``tokenizer`` given): ``x`` ``(B, T)`` int32 token ids, padded with ``pad_id``, and the
+        model must embed them with a Flax ``Embed`` or :func:`lrpjax.rules.embed_lookup` (one lookup).
+        ``lengths`` ``(B,)`` int32 are the valid lengths: pass them to the recurrent layers
+        (``lrpjax.lstm(..., lengths=lengths)``, Flax ``seq_lengths=``) so that padding is ignored.
+      name: identifies the model in the manifest (a changed name under an existing ``out_dir`` is
+        refused); default: ``apply``'s module and qualified name.
+      tokenizer: ``str -> list[int]`` for text inputs; an unknown token may be returned as ``None``
+        or ``-1`` (mapped to ``unk_id``, or the example is an error when there is none).
+      vocab: token strings by id, used for the ``tokens`` column and to check id ranges.
+      unk_id: id that replaces unknown tokens.
+      features: expected feature count ``F`` of float inputs (default: the first example's).
+      pad_id: token id used for padding (default 0; only positions ``>= length`` get it).
+
+    >>> import lrpjax, jax
+    >>> p = lrpjax.init_lstm(jax.random.key(0), 2, 8)
+    >>> W = jax.random.normal(jax.random.key(1), (8, 3))
+    >>> spec = ModelSpec(lambda x, l: lrpjax.dense(lrpjax.lstm(p, x, lengths=l)[1][1], W),
+    ...                  name="my-lstm", features=2)
+    """
+
+    apply: Callable[[Array, Array], Array]
+    name: str = ""
+    tokenizer: Optional[Callable[[str], Sequence[Optional[int]]]] = None
+    vocab: Optional[Sequence[str]] = None
+    unk_id: Optional[int] = None
+    features: Optional[int] = None
+    pad_id: int = 0
+
+    def __post_init__(self):
+        if not callable(self.apply):
+            raise JobError(f"ModelSpec.apply must be callable (x, lengths) -> logits (B, C), got "
+                           f"{type(self.apply).__name__}.")
+        if not self.name:
+            self.name = _callable_name(self.apply)
+        if self.tokenizer is not None and not callable(self.tokenizer):
+            raise JobError(f"ModelSpec.tokenizer must be callable str -> list[int], got "
+                           f"{type(self.tokenizer).__name__}.")
+        if self.vocab is not None:
+            self.vocab = list(self.vocab)
+            if not all(isinstance(w, str) for w in self.vocab):
+                raise JobError("ModelSpec.vocab must be a list of strings (token by id).")
+        for field in ("unk_id", "features"):
+            v = getattr(self, field)
+            if v is not None and (not _is_int(v) or v < 0 or (field == "features" and v == 0)):
+                raise JobError(f"ModelSpec.{field} must be a {'positive' if field == 'features' else 'non-negative'} "
+                               f"int or None, got {v!r}.")
+        if self.unk_id is not None and self.vocab is not None and self.unk_id >= len(self.vocab):
+            raise JobError(f"ModelSpec.unk_id={self.unk_id} is outside the vocabulary (size {len(self.vocab)}).")
+        if not _is_int(self.pad_id) or self.pad_id < 0:
+            raise JobError(f"ModelSpec.pad_id must be a non-negative int, got {self.pad_id!r}.")
+        if self.tokenizer is None and (self.vocab is not None or self.unk_id is not None):
+            raise JobError("ModelSpec.vocab / unk_id are given but no tokenizer: token inputs need a "
+                           "tokenizer (str -> list[int]).")
+
+    @property
+    def tokens(self) -> bool:
+        """True for a token (text) model."""
+        return self.tokenizer is not None
+
+    def describe(self) -> str:
+        """The spec string recorded in the manifest."""
+        parts = [f"name={self.name}", f"input={'tokens' if self.tokens else 'float'}"]
+        if self.tokens:
+            parts.append(f"tokenizer={_callable_name(self.tokenizer)}")
+            if self.vocab is not None:
+                digest = hashlib.sha256("\n".join(self.vocab).encode()).hexdigest()[:16]
+                parts.append(f"vocab={len(self.vocab)} tokens (sha256 {digest})")
+            parts += [f"unk_id={self.unk_id}", f"pad_id={self.pad_id}"]
+        else:
+            parts.append(f"features={self.features}")
+        return "; ".join(parts)
+
+
+@dataclasses.dataclass
+class JobSummary:
+    """What :func:`attribute_dataset` did.
+
+    ``n_examples`` counts every example of the input (explained + errors, skipped shards included);
+    ``compilations``, ``seconds`` and ``examples_per_second`` (explained examples / wall seconds) are
+    for this call only.
+    """
+
+    n_examples: int
+    n_errors: int
+    n_shards_written: int
+    n_shards_skipped: int
+    compilations: int
+    seconds: float
+    examples_per_second: float
+    out_dir: str
+
+    @property
+    def n_explained(self) -> int:
+        return self.n_examples - self.n_errors
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _callable_name(f) -> str:
+    f0 = getattr(f, "func", f)  # functools.partial
+    mod = getattr(f0, "__module__", None) or ""
+    qual = getattr(f0, "__qualname__", None) or type(f0).__qualname__
+    return f"{mod}.{qual}" if mod else qual
+
+
+def _pa():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise JobError("attribution jobs write Parquet and need pyarrow: pip install pyarrow") from e
+    return pa, pq
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _version(dist: str, module: Optional[str] = None) -> Optional[str]:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        mod = sys.modules.get(module or dist)
+        return getattr(mod, "__version__", None)
+
+
+def _versions() -> dict:
+    import lrpjax
+    return {"lrpjax": getattr(lrpjax, "__version__", None), "jax": jax.__version__,
+            "jaxlib": _version("jaxlib"), "flax": _version("flax"), "numpy": np.__version__,
+            "pyarrow": _pa()[0].__version__, "python": sys.version.split()[0]}
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(str(msg).split())
+
+
+def _as_model_spec(model) -> ModelSpec:
+    if isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, tuple) and len(model) == 2 and callable(model[0]) and callable(model[1]):
+        return ModelSpec(model[0], tokenizer=model[1])
+    if callable(model):
+        return ModelSpec(model)
+    raise JobError(f"model must be a ModelSpec, a callable apply(x, lengths) -> logits (B, C) or a "
+                   f"tuple (apply, tokenizer); got {type(model).__name__}.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading: every format yields _Record objects (raw, unvalidated), lazily.
+
+@dataclasses.dataclass
+class _Record:
+    index: int                    # 0-based position in the input (line number for line formats)
+    id: Any = None                # given id, or None (-> index)
+    x: Any = None                 # (T, F) array-like of floats
+    text: Optional[str] = None
+    label: Any = None
+    length: Any = None            # valid length of x (npz lengths, a record's "length")
+    error: Optional[str] = None   # the record could not even be parsed
+
+
+@dataclasses.dataclass
+class _Source:
+    kind: str
+    path: Optional[str]
+    total: Optional[int]
+    fingerprint: dict
+    records: Callable[[], Iterator[_Record]]
+
+
+def _head_fingerprint(path: Path, kind: str) -> dict:
+    st = path.stat()
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    return {"kind": kind, "path": str(path.resolve()), "size": st.st_size,
+            "mtime": _dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc).isoformat(),
+            "sha256_first_mb": hashlib.sha256(head).hexdigest()}
+
+
+def _count_lines(path: Path) -> int:
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    return n + (last != b"\n")
+
+
+def _npz_member_memmap(path: Path, name: str) -> Optional[np.ndarray]:
+    """Memory-map member ``name`` (e.g. ``x.npy``) of an uncompressed ``.npz``; None if compressed."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            return None
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                     order="F" if fortran else "C")
+
+
+def _open_npz(path: Path) -> _Source:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            names = set(f.files)
+            if "x" not in names:
+                raise JobError(f"{path}: an .npz input needs an array 'x' (N, T, F); found "
+                               f"{sorted(names) or 'no arrays'}.")
+            small = {k: np.asarray(f[k]) for k in ("lengths", "labels", "ids") if k in names}
+        x = _npz_member_memmap(path, "x.npy")
+        if x is None:  # compressed archive: x has to be loaded
+            with np.load(path, allow_pickle=False) as f:
+                x = f["x"]
+    except JobError:
+        raise
+    except Exception as e:
+        raise JobError(f"cannot read {path} as .npz: {_one_line(e)}") from e
+    if x.ndim != 3:
+        raise JobError(f"{path}: x must have shape (N, T, F), got {x.shape}.")
+    N = x.shape[0]
+    for k, v in small.items():
+        if v.shape != (N,):
+            raise JobError(f"{path}: '{k}' must have shape ({N},) like x's first axis, got {v.shape}.")
+    lengths, labels, ids = small.get("lengths"), small.get("labels"), small.get("ids")
+
+    def records():
+        for i in range(N):
+            yield _Record(i, None if ids is None else ids[i].item(), x=x[i],
+                          label=None if labels is None else labels[i].item(),
+                          length=None if lengths is None else lengths[i].item())
+
+    return _Source("npz", str(path), N, _head_fingerprint(path, "npz"), records)
+
+
+def _open_npy(path: Path) -> _Source:
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:
+        raise JobError(f"cannot read {path} as .npy: {_one_line(e)}") from e
+    if x.ndim != 3:
+        raise JobError(f"{path}: an .npy input must have shape (N, T, F) (all full length), got {x.shape}.")
+
+    def records():
+        for i in range(x.shape[0]):
+            yield _Record(i, x=x[i])
+
+    return _Source("npy", str(path), x.shape[0], _head_fingerprint(path, "npy"), records)
+
+
+def _record_from_mapping(i: int, d: dict) -> _Record:
+    if "x" not in d and "text" not in d:
+        return _Record(i, d.get("id"), error="record has neither 'x' nor 'text'")
+    return _Record(i, d.get("id"), x=d.get("x"), text=d.get("text"), label=d.get("label"),
+                   length=d.get("length"))
+
+
+def _open_jsonl(path: Path) -> _Source:
+    def records():
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if not line.strip():
+                    continue
+                try:
+                    d = json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield _Record(i, error=f"invalid JSON: {e.msg}")
+                    continue
+                if not isinstance(d, dict):
+                    yield _Record(i, error=f"a JSON line must be an object, got {type(d).__name__}")
+                    continue
+                yield _record_from_mapping(i, d)
+
+    return _Source("jsonl", str(path), _count_lines(path), _head_fingerprint(path, "jsonl"), records)
+
+
+def _open_text(path: Path) -> _Source:
+    def records():
+        with open(path, encoding="utf-8", newline="") as f:
+            for i, line in enumerate(f):
+                line = line.rstrip("\r\n")
+                label, text = None, line
+                head, sep, rest = line.partition("\t")
+                if sep and head.strip().lstrip("+-").isdigit():
+                    label, text = int(head), rest
+                yield _Record(i, text=text, label=label)
+
+    return _Source("text", str(path), _count_lines(path), _head_fingerprint(path, "text"), records)
+
+
+def _list2d_rows(col) -> list:
+    """A pyarrow list<list<number>> column -> per row a float32 (T, F) array, or an error string."""
+    pa, _ = _pa()
+    out = []
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
+            or pa.types.is_fixed_size_list(col.type)):
+        return ["column 'x' must be a list of lists of numbers"] * len(col)
+    inner = col.type.value_type
+    if not (pa.types.is_list(inner) or pa.types.is_large_list(inner) or pa.types.is_fixed_size_list(inner)):
+        return ["column 'x' must be a list of lists of numbers"] * len(col)
+    outer_l = col.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    vals = col.flatten()
+    inner_l = vals.value_lengths().fill_null(-1).to_numpy(zero_copy_only=False)
+    try:
+        flat = vals.flatten().cast(pa.float32()).to_numpy(zero_copy_only=False)
+    except Exception:
+        return ["column 'x' must hold numbers"] * len(col)
+    flat = np.asarray(flat, np.float32)
+    nulls = col.is_null().to_numpy(zero_copy_only=False)
+    o_steps = np.concatenate([[0], np.cumsum(outer_l)])
+    inner_pos = np.concatenate([[0], np.cumsum(np.maximum(inner_l, 0))])
+    for r in range(len(col)):
+        if nulls[r]:
+            out.append("missing x (null)")
+            continue
+        a, b = o_steps[r], o_steps[r + 1]
+        lens = inner_l[a:b]
+        if b > a and (lens.min() < 0 or lens.min() != lens.max()):
+            out.append("x is not a (T, F) array: steps have different feature counts or are null")
+            continue
+        F = int(lens[0]) if b > a else 0
+        out.append(flat[inner_pos[a]:inner_pos[b]].reshape(b - a, F))
+    return out
+
+
+def _open_parquet(path: Path) -> _Source:
+    _, pq = _pa()
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:
+        raise JobError(f"cannot read {path} as Parquet: {_one_line(e)}") from e
+    names = set(pf.schema_arrow.names)
+    if "x" not in names and "text" not in names:
+        raise JobError(f"{path}: a Parquet input needs a column 'x' (list of lists of floats) or "
+                       f"'text'; found columns {sorted(names)}.")
+    cols = [c for c in ("x", "text", "label", "id", "length") if c in names]
+
+    def records():
+        i = 0
+        for batch in pf.iter_batches(batch_size=2048, columns=cols):
+            n = batch.num_rows
+            get = {c: batch.column(c) for c in cols}
+            xs = _list2d_rows(get["x"]) if "x" in get else [None] * n
+            py = {c: get[c].to_pylist() for c in ("text", "label", "id", "length") if c in get}
+            for r in range(n):
+                x = xs[r]
+                rec = _Record(i, py["id"][r] if "id" in py else None, text=py["text"][r] if "text" in py else None,
+                              label=py["label"][r] if "label" in py else None,
+                              length=py["length"][r] if "length" in py else None)
+                if isinstance(x, str):
+                    if rec.text is None:
+                        rec.error = x
+                else:
+                    rec.x = x
+                if rec.x is None and rec.text is None and rec.error is None:
+                    rec.error = "record has neither 'x' nor 'text'"
+                yield rec
+                i += 1
+
+    return _Source("parquet", str(path), pf.metadata.num_rows, _head_fingerprint(path, "parquet"), records)
+
+
+def _open_iterable(data: Iterable) -> _Source:
+    def records():
+        for i, item in enumerate(data):
+            if isinstance(item, dict):
+                yield _record_from_mapping(i, item)
+            elif isinstance(item, str):
+                yield _Record(i, text=item)
+            elif isinstance(item, (np.ndarray, jax.Array, list, tuple)):
+                yield _Record(i, x=item)
+            else:
+                yield _Record(i, error=f"unsupported item type {type(item).__name__} (want a dict with "
+                                       f"'x' or 'text', an array (T, F) or a string)")
+
+    total = len(data) if hasattr(data, "__len__") else None
+    return _Source("iterable", None, total, {"kind": "iterable", "type": type(data).__name__}, records)
+
+
+def open_dataset(dataset: Union[str, os.PathLike, Iterable]) -> _Source:
+    """Open ``dataset`` (a path or an iterable) for streaming; raises :class:`JobError` if unreadable."""
+    if isinstance(dataset, (str, os.PathLike)):
+        path = Path(dataset)
+        if not path.exists():
+            raise JobError(f"input not found: {path}")
+        if not path.is_file():
+            raise JobError(f"input is not a file: {path} (give an .npz, .npy, .jsonl, .parquet or text file)")
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise JobError(f"cannot read input {path}: {e.strerror or e}") from e
+        suffix = path.suffix.lower()
+        opener = {".npz": _open_npz, ".npy": _open_npy, ".jsonl": _open_jsonl, ".ndjson": _open_jsonl,
+                  ".parquet": _open_parquet, ".pq": _open_parquet}.get(suffix, _open_text)
+        return opener(path)
+    if isinstance(dataset, (bytes, dict)) or not hasattr(dataset, "__iter__"):
+        raise JobError(f"dataset must be a path or an iterable of examples, got {type(dataset).__name__}.")
+    if isinstance(dataset, np.ndarray) and dataset.ndim == 3:
+        return _open_iterable(list(dataset))
+    return _open_iterable(dataset)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation: a raw record -> an example ready for batching, or an error reason.
+
+@dataclasses.dataclass
+class _Example:
+    index: int
+    id: Any
+    data: np.ndarray              # (L, F) float32 or (L,) int32 token ids
+    label: Optional[int]
+    tokens: Optional[list] = None
+
+    @property
+    def length(self) -> int:
+        return int(self.data.shape[0])
+
+
+class _Validator:
+    """Checks and converts records; ``id_type`` is fixed by the first record ("int" or "string")."""
+
+    def __init__(self, spec: ModelSpec, target, max_length: Optional[int]):
+        self.spec, self.target, self.max_length = spec, target, max_length
+        self.features = spec.features
+        self.id_type: Optional[str] = None
+        self.n_classes: Optional[int] = None
+        self.seen: set = set()
+
+    def record_id(self, rec: _Record):
+        """The output id of a record (None if it does not fit the id type)."""
+        raw = rec.index if rec.id is None else rec.id
+        if self.id_type is None:
+            self.id_type = "int" if _is_int(raw) else "string"
+        if self.id_type == "int":
+            return int(raw) if _is_int(raw) else None
+        return raw if isinstance(raw, str) else str(raw)
+
+    def infer_features(self, rec: _Record) -> None:
+        if self.features is None and rec.x is not None and rec.error is None:
+            try:
+                a = np.asarray(rec.x, dtype=np.float32)
+            except (ValueError, TypeError):
+                return
+            if a.ndim == 2 and a.shape[1] > 0:
+                self.features = int(a.shape[1])
+
+    def label(self, raw) -> tuple[Optional[int], Optional[str]]:
+        if raw is None:
+            return None, None
+        if _is_int(raw):
+            return int(raw), None
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw), None
+        if isinstance(raw, str) and raw.strip().lstrip("+-").isdigit():
+            return int(raw), None
+        return None, f"label {raw!r} is not an integer class index"
+
+    def __call__(self, rec: _Record) -> tuple[Any, Optional[_Example], Optional[str]]:
+        """Returns ``(id, example, None)`` or ``(id, None, reason)``."""
+        rid = self.record_id(rec)
+        if rid is None:
+            return None, None, f"id {rec.id!r} is not an integer (the input's first id is)"
+        if rid in self.seen:
+            return rid, None, f"duplicate id {rid!r}"
+        self.seen.add(rid)
+        if rec.error is not None:
+            return rid, None, rec.error
+        label, label_err = self.label(rec.label)
+        if self.target == "true":
+            if label_err:
+                return rid, None, label_err
+            if label is None:
+                return rid, None, "no label (target='true' needs one)"
+            if self.n_classes is not None and not 0 <= label < self.n_classes:
+                return rid, None, f"label {label} out of range [0, {self.n_classes})"
+        if self.spec.tokens:
+            ex, err = self._tokens(rec)
+        else:
+            ex, err = self._floats(rec)
+        if err:
+            return rid, None, err
+        L = ex.shape[0]
+        if L == 0:
+            return rid, None, "empty sequence (length 0)"
+        if self.max_length is not None and L > self.max_length:
+            return rid, None, f"too long: length {L} > max_length {self.max_length}"
+        tokens = None
+        if self.spec.tokens:
+            v = self.spec.vocab
+            tokens = [v[i] for i in ex] if v is not None else [str(i) for i in ex]
+        return rid, _Example(rec.index, rid, ex, label, tokens), None
+
+    def _floats(self, rec: _Record):
+        if rec.x is None:
+            if rec.text is not None:
+                raise JobError(f"example {rec.index} is text but the model spec has no tokenizer: give "
+                               f"ModelSpec(tokenizer=...) or return (apply, tokenizer) from the factory.")
+            return None, "record has no 'x'"
+        try:
+            a = np.asarray(rec.x, dtype=np.float32)
+        except (ValueError, TypeError) as e:
+            return None, f"x is not a (T, F) numeric array: {_one_line(e)[:100]}"
+        if a.ndim != 2:
+            return None, f"x must have shape (T, F), got {a.shape}"
+        if rec.length is not None:
+            if not _is_int(rec.length) or not 0 <= rec.length <= a.shape[0]:
+                return None, f"length {rec.length!r} outside [0, {a.shape[0]}] (the rows of x)"
+            a = a[:int(rec.length)]
+        if a.shape[0] == 0:
+            return a, None
+        if self.features is not None and a.shape[1] != self.features:
+            return None, f"wrong feature count: {a.shape[1]} (expected {self.features})"
+        if self.max_length is not None and a.shape[0] > self.max_length:
+            return a, None
+        if not np.all(np.isfinite(a)):
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            return None, f"non-finite values: {bad} NaN/inf in x"
+        return np.ascontiguousarray(a), None
+
+    def _tokens(self, rec: _Record):
+        spec = self.spec
+        if rec.text is None:
+            if rec.x is not None:
+                raise JobError(f"example {rec.index} has float features 'x' but the model spec has a "
+                               f"tokenizer (a token model); give text, or drop the tokenizer.")
+            return None, "record has no 'text'"
+        if not isinstance(rec.text, str):
+            return None, f"text must be a string, got {type(rec.text).__name__}"
+        try:
+            raw = list(spec.tokenizer(rec.text))
+        except Exception as e:  # the user's tokenizer: one bad example must not stop the job
+            return None, f"tokenizer failed: {type(e).__name__}: {_one_line(e)[:100]}"
+        unknown = [k for k, t in enumerate(raw) if t is None or (_is_int(t) and t == -1)]
+        if unknown:
+            if spec.unk_id is None:
+                return None, (f"unknown token(s) at position(s) {unknown[:10]} and the model spec has "
+                              f"no unk_id")
+            raw = [spec.unk_id if k in set(unknown) else t for k, t in enumerate(raw)]
+        if not all(_is_int(t) for t in raw):
+            return None, "tokenizer returned non-integer ids"
+        ids = np.asarray(raw, dtype=np.int64)
+        hi = len(spec.vocab) if spec.vocab is not None else np.iinfo(np.int32).max
+        bad = ids[(ids < 0) | (ids >= hi)]
+        if bad.size:
+            return None, f"token id(s) {bad[:5].tolist()} outside [0, {hi})"
+        return ids.astype(np.int32), None
+
+
+# ----------------------------------------------------------------------------------------------
+# The jitted attribution step (one compilation per distinct batch shape = per bucket length).
+
+def _make_step(spec: ModelSpec, method: str, target_mode, eps: float, bias_factor: float, gate: str,
+               strict: bool, full: bool, counter: list) -> Callable:
+    import lrpjax
+    from lrpjax import rules
+
+    apply = spec.apply
+
+    def step(x, lengths, tgt):
+        counter[0] += 1            # runs once per trace = per compilation
+        fn = lambda z: apply(z, lengths)
+        t = None if target_mode == "pred" else tgt
+        if method == "lrp":
+            if spec.tokens:
+                ex = lrpjax.explain_tokens(fn, x, t, eps=eps, bias_factor=bias_factor, gate=gate,
+                                           strict=strict)
+            else:
+                ex = lrpjax.explain(fn, x, t, eps=eps, bias_factor=bias_factor, gate=gate, strict=strict)
+            R, scores, tt = ex.relevance, ex.scores, ex.target
+        else:  # gradient x input of the target score
+            if spec.tokens:
+                from lrpjax.relevance import _flax_hooks
+                captured: list = []
+                with rules.token_mode("capture", captured), _flax_hooks(fn):
+                    fn(x)
+                if len(captured) != 1:
+                    raise JobError(f"method='gradient' on token inputs needs exactly one embedding "
+                                   f"lookup in the model, found {len(captured)}.")
+
+                def on_emb(e):
+                    with rules.token_mode("inject", [e]), _flax_hooks(fn):
+                        return fn(x)
+                inp, f = captured[0], on_emb
+            else:
+                inp, f = x, fn
+            scores, vjp = jax.vjp(f, inp)
+            tt = (jnp.argmax(scores, axis=-1) if t is None else t).astype(jnp.int32)
+            (g,) = vjp(jax.nn.one_hot(tt, scores.shape[-1], dtype=scores.dtype))
+            R = g * inp
+            if spec.tokens:
+                R = jnp.sum(R, axis=-1)
+        score = jnp.take_along_axis(scores, tt[:, None].astype(jnp.int32), axis=1)[:, 0]
+        per_step = R if spec.tokens else jnp.sum(R, axis=-1)
+        out = {"relevance": per_step.astype(jnp.float32), "score": score.astype(jnp.float32),
+               "target": tt.astype(jnp.int32)}
+        if full:
+            out["relevance_full"] = R.astype(jnp.float32)
+        return out
+
+    return jax.jit(step)
+
+
+class _Runner:
+    """Batches a shard's examples by length bucket, runs them sharded over all local devices."""
+
+    def __init__(self, spec: ModelSpec, step: Callable, target_mode, batch_size: int, bucket_step: int,
+                 max_length: Optional[int], features: Optional[int]):
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        self.spec, self.step, self.target_mode = spec, step, target_mode
+        devices = jax.local_devices()
+        self.n_devices = len(devices)
+        self.mesh = Mesh(np.array(devices), ("data",))
+        self.sharding = NamedSharding(self.mesh, P("data"))
+        self.batch = -(-batch_size // self.n_devices) * self.n_devices
+        self.bucket_step, self.max_length, self.features = bucket_step, max_length, features
+        self.bucket_lengths: set = set()
+
+    def bucket(self, L: int) -> int:
+        b = -(-L // self.bucket_step) * self.bucket_step
+        return min(b, self.max_length) if self.max_length is not None else b
+
+    def _batch_arrays(self, chunk: list, L: int):
+        B, n = self.batch, len(chunk)
+        rows = chunk + [chunk[0]] * (B - n)   # dummy rows: copies of a real one, dropped afterwards
+        if self.spec.tokens:
+            x = np.full((B, L), self.spec.pad_id, np.int32)
+        else:
+            x = np.zeros((B, L, self.features), np.float32)
+        lengths = np.empty((B,), np.int32)
+        tgt = np.zeros((B,), np.int32)
+        for j, ex in enumerate(rows):
+            x[j, :ex.length] = ex.data
+            lengths[j] = ex.length
+            if self.target_mode == "true":
+                tgt[j] = ex.label
+            elif self.target_mode != "pred":
+                tgt[j] = self.target_mode
+        put = lambda a: jax.device_put(a, self.sharding)
+        return put(x), put(lengths), put(tgt)
+
+    def run(self, examples: list, on_batch: Callable[[int], None]) -> list:
+        """Per example (in the given order) a dict of numpy results."""
+        buckets = defaultdict(list)
+        for k, ex in enumerate(examples):
+            buckets[self.bucket(ex.length)].append(k)
+        B = self.batch
+        dispatched, pending = [], []
+        order = sorted(buckets)
+        for bi, L in enumerate(order):
+            # leftovers of a shorter bucket ride along, padded to this length: at most one partial
+            # batch per shard, and every batch shape is (B, bucket length)
+            items = pending + buckets[L]
+            last = bi == len(order) - 1
+            n_full = len(items) if last else (len(items) // B) * B
+            for s in range(0, n_full, B):
+                chunk = items[s:s + B]
+                self.bucket_lengths.add(L)
+                arrays = self._batch_arrays([examples[k] for k in chunk], L)
+                try:
+                    out = self.step(*arrays)
+                except JobError:
+                    raise
+                except Exception as e:
+                    raise JobError(f"the model failed on a batch of shape {tuple(arrays[0].shape)} "
+                                   f"({arrays[0].dtype}): {type(e).__name__}: {_one_line(e)}") from e
+                dispatched.append((chunk, out))
+            pending = items[n_full:]
+        results: list = [None] * len(examples)
+        for chunk, out in dispatched:   # fetch after dispatching everything: the host waits once
+            host = {k: np.asarray(v) for k, v in out.items()}
+            for j, k in enumerate(chunk):
+                L = examples[k].length
+                r = {"relevance": host["relevance"][j, :L], "score": host["score"][j],
+                     "target": host["target"][j]}
+                if "relevance_full" in host:
+                    r["relevance_full"] = host["relevance_full"][j, :L]
+                results[k] = r
+            on_batch(len(chunk))
+        return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+def _id_type(pa, id_type: str):
+    return pa.int64() if id_type == "int" else pa.string()
+
+
+def _list_array(pa, arrays: list, lengths: np.ndarray, inner: Optional[int] = None):
+    """list<float32> (or list<list<float32>> with ``inner`` = F) from per-row numpy arrays."""
+    offsets = np.zeros(len(arrays) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, np.float32)
+    values = pa.array(flat.astype(np.float32, copy=False), pa.float32())
+    if inner is not None:  # rows of F values per step
+        steps = np.arange(int(offsets[-1]) + 1, dtype=np.int64) * inner
+        values = pa.ListArray.from_arrays(pa.array(steps.astype(np.int32), pa.int32()), values)
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32), pa.int32()), values)
+
+
+def _results_table(pa, examples: list, results: list, id_type: str, full: bool, tokens: bool):
+    lengths = np.array([ex.length for ex in examples], np.int64)
+    cols = {
+        "index": pa.array([ex.index for ex in examples], pa.int64()),
+        "id": pa.array([ex.id for ex in examples], _id_type(pa, id_type)),
+        "label": pa.array([ex.label for ex in examples], pa.int64()),
+        "length": pa.array(lengths.astype(np.int32), pa.int32()),
+        "target": pa.array(np.array([r["target"] for r in results], np.int32), pa.int32()),
+        "score": pa.array(np.array([r["score"] for r in results], np.float32), pa.float32()),
+        "relevance": _list_array(pa, [r["relevance"] for r in results], lengths),
+    }
+    if full:
+        F = results[0]["relevance_full"].shape[-1] if results else 0
+        cols["relevance_full"] = _list_array(pa, [r["relevance_full"] for r in results], lengths, inner=F)
+    if tokens:
+        cols["tokens"] = pa.array([ex.tokens for ex in examples], pa.list_(pa.string()))
+    return pa.table(cols)
+
+
+def _results_schema(pa, id_type: str, full: bool, tokens: bool):
+    fields = [("index", pa.int64()), ("id", _id_type(pa, id_type)), ("label", pa.int64()),
+              ("length", pa.int32()), ("target", pa.int32()), ("score", pa.float32()),
+              ("relevance", pa.list_(pa.float32()))]
+    if full:
+        fields.append(("relevance_full", pa.list_(pa.list_(pa.float32()))))
+    if tokens:
+        fields.append(("tokens", pa.list_(pa.string())))
+    return pa.schema(fields)
+
+
+def _errors_table(pa, rows: list, id_type: str):
+    return pa.table({"index": pa.array([r[0] for r in rows], pa.int64()),
+                     "id": pa.array([r[1] for r in rows], _id_type(pa, id_type)),
+                     "reason": pa.array([r[2] for r in rows], pa.string())})
+
+
+def _tmp_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+
+
+def _write_atomic_parquet(table, final: Path, metadata: dict) -> None:
+    _, pq = _pa()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           **{k.encode(): str(v).encode() for k, v in metadata.items()}})
+    tmp = _tmp_path(final)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise JobError(f"cannot write {final}: {e.strerror or e}; check that the output directory is "
+                       f"writable and has free space.") from e
+
+
+def _write_atomic_json(obj: dict, final: Path) -> None:
+    tmp = _tmp_path(final)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        os.replace(tmp, final)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise JobError(f"cannot write {final}: {e.strerror or e}; choose a writable output directory.") from e
+
+
+def _part_path(out: Path, k: int) -> Path:
+    return out / f"part-{k:05d}.parquet"
+
+
+def _shard_errors_path(out: Path, k: int) -> Path:
+    return out / SHARD_ERRORS_DIR / f"errors-{k:05d}.parquet"
+
+
+def _complete_rows(path: Path, job_key: str) -> Optional[int]:
+    """Row count of a finished shard file of this job (checked in the footer), else None."""
+    _, pq = _pa()
+    try:
+        md = pq.read_metadata(path)
+        kv = md.metadata or {}
+        if kv.get(b"lrpjax.job") != job_key.encode() or int(kv[b"lrpjax.rows"]) != md.num_rows:
+            return None
+        return md.num_rows
+    except Exception:
+        return None
+
+
+def _own_files(out: Path) -> list:
+    """Every file a job writes into ``out`` (for overwrite=True)."""
+    pats = ["part-*.parquet", ERRORS, MANIFEST, ".*.tmp", f"{SHARD_ERRORS_DIR}/errors-*.parquet",
+            f"{SHARD_ERRORS_DIR}/.*.tmp"]
+    return sorted({Path(p) for pat in pats for p in glob.glob(str(out / pat))})
+
+
+@contextlib.contextmanager
+def _lock(out: Path):
+    """An exclusive lock on ``out`` (POSIX): two jobs never write the same directory."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield
+        return
+    path = out / ".lock"
+    f = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            raise JobError(f"another attribution job is writing to {out}; wait for it or use another "
+                           f"out_dir.") from e
+        yield
+    finally:
+        f.close()
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+# ----------------------------------------------------------------------------------------------
+# Progress
+
+class _Progress:
+    """tqdm bar on a terminal, a log line every LOG_EVERY_S seconds otherwise, or nothing."""
+
+    def __init__(self, mode, total: Optional[int], desc: str):
+        self.total, self.done, self.t0, self.last = total, 0, time.perf_counter(), time.perf_counter()
+        self.explained = 0
+        self.bar = None
+        if mode is None:
+            mode = "tqdm" if sys.stderr.isatty() else "log"
+        elif mode is True:
+            mode = "tqdm"
+        elif mode is False:
+            mode = "none"
+        if mode == "tqdm":
+            try:
+                from tqdm.auto import tqdm
+                self.bar = tqdm(total=total, unit="ex", desc=desc, file=sys.stderr, dynamic_ncols=True,
+                                smoothing=0.1)
+            except ImportError:
+                mode = "log"
+        if mode not in ("tqdm", "log", "none"):
+            raise JobError(f"progress must be None (auto), True, False, 'tqdm', 'log' or 'none', got {mode!r}.")
+        self.mode, self.desc = mode, desc
+
+    def update(self, n: int, explained: bool = True) -> None:
+        self.done += n
+        if explained:
+            self.explained += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.mode == "log" and time.perf_counter() - self.last >= LOG_EVERY_S:
+            self.last = time.perf_counter()
+            self.log()
+
+    def log(self, prefix: str = "") -> None:
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        rate = self.explained / dt
+        tot = f"/{self.total}" if self.total is not None else ""
+        eta = ""
+        if self.total is not None and rate > 0 and self.done < self.total:
+            eta = f", ETA {_fmt_s((self.total - self.done) / rate)}"
+        print(f"[{self.desc}] {prefix}{self.done}{tot} examples, {rate:.1f} ex/s{eta}", file=sys.stderr,
+              flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.mode == "log":
+            self.log("done: ")
+
+
+def _fmt_s(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
+
+
+# ----------------------------------------------------------------------------------------------
+# The job
+
+def _check_options(method, batch_size, eps, bias_factor, gate, target, full, max_length, bucket_step,
+                   shard_size, strict, spec: ModelSpec) -> None:
+    from lrpjax import rules
+    if method not in METHODS:
+        raise JobError(f"method must be one of {METHODS}, got {method!r}.")
+    for name, v in (("batch_size", batch_size), ("bucket_step", bucket_step), ("shard_size", shard_size)):
+        if not _is_int(v) or v < 1:
+            raise JobError(f"{name} must be a positive int, got {v!r}.")
+    if max_length is not None and (not _is_int(max_length) or max_length < 1):
+        raise JobError(f"max_length must be a positive int or None, got {max_length!r}.")
+    if not (target in ("pred", "true") or (_is_int(target) and target >= 0)):
+        raise JobError(f"target must be 'pred' (the argmax), 'true' (the label) or a class index >= 0, "
+                       f"got {target!r}.")
+    if not isinstance(full, bool) or not isinstance(strict, bool):
+        raise JobError("full and strict must be True or False.")
+    if full and spec.tokens:
+        raise JobError("full=True needs float inputs: for token inputs the relevance is per token "
+                       "(summed over the embedding); drop full.")
+    try:
+        rules.make_config(eps, bias_factor, gate)
+    except ValueError as e:
+        raise JobError(_one_line(e)) from e
+
+
+def _probe(spec: ModelSpec, features: Optional[int], first: Optional[_Example]) -> dict:
+    """Evaluate the model on a fixed probe batch: checks it and fingerprints its weights."""
+    rng = np.random.default_rng(0)
+    if spec.tokens:
+        ids = first.data[:8] if first is not None else np.full((3,), spec.pad_id, np.int32)
+        x = np.stack([ids, ids]).astype(np.int32)
+        lengths = np.array([len(ids), max(1, len(ids) // 2)], np.int32)
+        what = f"token ids {x.shape} int32"
+    else:
+        if features is None:
+            return {"scores": None}
+        x = rng.uniform(-1, 1, (2, 8, features)).astype(np.float32)
+        lengths = np.array([8, 5], np.int32)
+        what = f"x {x.shape} float32"
+    try:
+        out = jax.jit(spec.apply)(x, lengths)
+        out = np.asarray(out)
+    except Exception as e:
+        raise JobError(f"the model failed on a probe batch ({what}, lengths (2,) int32): "
+                       f"{type(e).__name__}: {_one_line(e)}. Check the model spec (apply(x, lengths) -> "
+                       f"logits (B, C)).") from e
+    if out.ndim != 2 or out.shape[0] != 2 or not np.issubdtype(out.dtype, np.floating):
+        raise JobError(f"apply(x, lengths) must return logits of shape (B, C) (floating); on a probe batch "
+                       f"of B=2 it returned {out.dtype} {out.shape}.")
+    if not np.all(np.isfinite(out)):
+        raise JobError("the model returned NaN/inf logits on a probe batch; check its parameters.")
+    return {"input": what, "scores": out.astype(np.float64).round(7).tolist(), "n_classes": int(out.shape[1])}
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list:
+    changes = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            changes.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return changes
+
+
+def _compare_job(out: Path, old: dict, job: dict, probe: dict) -> None:
+    old_job = old.get("job", {})
+    changes = _diff(old_job, job)
+    old_scores = (old.get("probe") or {}).get("scores")
+    if not changes and old_scores is not None and probe.get("scores") is not None:
+        a, b = np.asarray(old_scores), np.asarray(probe["scores"])
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(a).max())):
+            changes.append("model: its outputs on the probe batch changed (different weights?)")
+    if changes:
+        raise JobError(f"{out} holds a job with other settings ({'; '.join(changes)}); use a new "
+                       f"out_dir, or overwrite=True (--overwrite) to replace it.")
+
+
+def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.PathLike, Iterable],
+                      out_dir: Union[str, os.PathLike], *, method: str = "lrp", batch_size: int = 256,
+                      eps: float = 1e-3, bias_factor: float = 0.0, gate: str = "all",
+                      target: Union[str, int] = "pred", full: bool = False,
+                      max_length: Optional[int] = None, bucket_step: int = 8, shard_size: int = 4096,
+                      overwrite: bool = False, progress=None, strict: bool = True) -> JobSummary:
+    """Explain every example of ``dataset`` and write the relevance to Parquet shards in ``out_dir``.
+
+    Args:
+      model: a :class:`ModelSpec`, a callable ``apply(x, lengths) -> logits (B, C)`` (float inputs
+        ``x (B, T, F)`` float32, ``lengths (B,)`` int32) or a tuple ``(apply, tokenizer)``.
+      dataset: a path -- ``.npz`` (``x (N, T_max, F)``, optional ``lengths (N,)``, ``labels (N,)``,
+        ``ids (N,)``), ``.npy`` (``(N, T, F)``, all full length), ``.jsonl`` (objects with ``x`` (list of
+        T lists of F numbers) or ``text``, optional ``label``, ``id``, ``length``), ``.parquet`` (the
+        same columns), any other extension = a text file (one example per line, optionally
+        ``LABEL<TAB>text``) -- or an iterable of such dicts, of ``(T, F)`` arrays or of strings.
+      out_dir: output directory (created); see the module docstring for its layout and columns.
+      method: ``"lrp"`` (:func:`lrpjax.explain` / :func:`lrpjax.explain_tokens`) or ``"gradient"``
+        (gradient of the target logit times the input, for comparison).
+      batch_size: rows per device call (rounded up to a multiple of the device count).
+      eps, bias_factor, gate, strict: the LRP rule options (see :func:`lrpjax.relevance`).
+      target: ``"pred"`` (argmax), ``"true"`` (the example's label; examples without one are errors)
+        or a class index.
+      full: also write ``relevance_full`` (``length x F`` per example; float inputs only).
+      max_length: longer examples are errors; caps the bucket length.
+      bucket_step: batches are padded to the next multiple of it (one compilation per bucket length).
+      shard_size: examples per input shard = per output file (the unit of resuming).
+      overwrite: replace a job with other settings in ``out_dir`` (otherwise refused).
+      progress: ``None`` = tqdm bar if stderr is a terminal, else a log line every 10 s;
+        ``True``/``"tqdm"``, ``"log"``, ``False``/``"none"``.
+    Returns:
+      a :class:`JobSummary`.
+    Raises:
+      JobError (a ValueError) at once for a bad model spec or option, an unreadable input or an
+      unwritable / foreign output directory. Bad *examples* never raise: they go to ``errors.parquet``.
+
+    Re-running the same call resumes: shards whose part file is complete are skipped (their ids are
+    checked against the input), so an interrupted job ends with the same output as an uninterrupted one.
+
+    >>> import numpy as np, jax, lrpjax, tempfile
+    >>> p = lrpjax.init_lstm(jax.random.key(0), 2, 8)
+    >>> W = np.ones((8, 2), np.float32)
+    >>> apply = lambda x, l: lrpjax.dense(lrpjax.lstm(p, x, lengths=l)[1][1], W)
+    >>> data = [np.ones((5, 2), np.float32), np.ones((9, 2), np.float32)]
+    >>> s = attribute_dataset(apply, data, tempfile.mkdtemp(), progress=False)
+    >>> s.n_examples, s.n_errors
+    (2, 0)
+    """
+    t0 = time.perf_counter()
+    pa, _ = _pa()
+    spec = _as_model_spec(model)
+    _check_options(method, batch_size, eps, bias_factor, gate, target, full, max_length, bucket_step,
+                   shard_size, strict, spec)
+    source = open_dataset(dataset)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SHARD_ERRORS_DIR).mkdir(exist_ok=True)
+    except OSError as e:
+        raise JobError(f"cannot create the output directory {out}: {e.strerror or e}; choose a writable "
+                       f"path.") from e
+    if not os.access(out, os.W_OK):
+        raise JobError(f"the output directory {out} is not writable; choose another --out.")
+
+    with _lock(out):
+        for stale in glob.glob(str(out / ".*.tmp")) + glob.glob(
+                str(out / SHARD_ERRORS_DIR / ".*.tmp")):
+            with contextlib.suppress(OSError):
+                os.unlink(stale)    # temporary files of an interrupted run
+        manifest_path = out / MANIFEST
+        old = None
+        if manifest_path.exists():
+            try:
+                old = json.loads(manifest_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                if not overwrite:
+                    raise JobError(f"{manifest_path} is unreadable ({_one_line(e)}); use overwrite=True "
+                                   f"(--overwrite) to start over.") from e
+        elif any(p.name not in (SHARD_ERRORS_DIR, ".lock") for p in out.iterdir()) and not overwrite:
+            raise JobError(f"{out} is not empty and holds no {MANIFEST} (not an lrpjax job directory); "
+                           f"use a new or empty out_dir, or overwrite=True (--overwrite).")
+
+        # First shard: fixes the id type and the feature count, and gives the probe example.
+        validator = _Validator(spec, target, max_length)
+        shards = _shards(source, shard_size)
+        first_records = next(shards, [])
+        for rec in first_records:
+            validator.infer_features(rec)
+            if validator.features is not None:
+                break
+        first_good = None
+        if spec.tokens:
+            probe_validator = _Validator(spec, "pred", max_length)
+            for rec in first_records:
+                _, ex, _ = probe_validator(rec)
+                if ex is not None:
+                    first_good = ex
+                    break
+        probe = _probe(spec, validator.features, first_good)
+        n_classes = probe.get("n_classes")
+        validator.n_classes = n_classes
+        if _is_int(target) and n_classes is not None and target >= n_classes:
+            raise JobError(f"target={target} is not a class of this model (it has {n_classes} classes).")
+
+        job = {
+            "model": {"spec": spec.describe(), "features": validator.features},
+            "options": {"method": method, "eps": float(eps), "bias_factor": float(bias_factor), "gate": gate,
+                        "strict": strict, "target": target if _is_int(target) else str(target),
+                        "full": full, "max_length": max_length, "shard_size": shard_size},
+            "input": {k: v for k, v in source.fingerprint.items() if k not in ("mtime", "path")},
+        }
+        job_key = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:32]
+        if old is not None and not overwrite:
+            _compare_job(out, old, job, probe)
+        if overwrite:
+            for p in _own_files(out):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            old = None
+
+        manifest = {
+            "format": "lrpjax-attributions", "format_version": FORMAT_VERSION, "status": "running",
+            "job": job, "job_key": job_key, "probe": probe,
+            "input_path": source.path, "input_mtime": source.fingerprint.get("mtime"),
+            "model_name": spec.name,
+            "versions": _versions(),
+            "devices": {"platform": jax.default_backend(), "count": len(jax.local_devices())},
+            "created": (old or {}).get("created", _now()), "updated": _now(),
+            "runs": int((old or {}).get("runs", 0)) + 1,
+            "options_not_affecting_results": {"batch_size": batch_size, "bucket_step": bucket_step},
+            "layout": {"parts": "part-NNNNN.parquet", "errors": ERRORS, "shard_errors": f"{SHARD_ERRORS_DIR}/errors-NNNNN.parquet"},
+        }
+        _write_atomic_json(manifest, manifest_path)
+
+        counter = [0]
+        step = _make_step(spec, method, target, float(eps), float(bias_factor), gate, strict, full, counter)
+        runner = _Runner(spec, step, target, min(batch_size, shard_size), bucket_step, max_length,
+                         validator.features)
+        bar = _Progress(progress, source.total, "lrpjax attribute")
+        n_examples = n_errors = written = skipped = explained_now = 0
+        schema = None
+        shard_iter = itertools.chain([first_records], shards)
+        k = -1
+        try:
+            for k, recs in enumerate(shard_iter):
+                if not recs:
+                    break
+                part, errp = _part_path(out, k), _shard_errors_path(out, k)
+                rows = _complete_rows(part, job_key)
+                erows = _complete_rows(errp, job_key) if rows is not None else None
+                if rows is not None and erows is not None:
+                    _verify_shard(out, k, part, errp, recs, validator)
+                    n_examples += len(recs)
+                    n_errors += erows
+                    skipped += 1
+                    bar.update(len(recs), explained=False)
+                    continue
+                good, errors = [], []
+                for rec in recs:
+                    rid, ex, reason = validator(rec)
+                    if ex is None:
+                        errors.append((rec.index, rid, reason))
+                    else:
+                        good.append(ex)
+                if errors:
+                    bar.update(len(errors), explained=False)
+                results = runner.run(good, bar.update) if good else []
+                if schema is None:
+                    schema = _results_schema(pa, validator.id_type, full, spec.tokens)
+                table = _results_table(pa, good, results, validator.id_type, full, spec.tokens) if good \
+                    else schema.empty_table()
+                meta = {"lrpjax.job": job_key, "lrpjax.shard": k, "lrpjax.examples": len(recs)}
+                _write_atomic_parquet(_errors_table(pa, errors, validator.id_type), errp,
+                                      {**meta, "lrpjax.rows": len(errors)})
+                _write_atomic_parquet(table, part, {**meta, "lrpjax.rows": len(good)})
+                n_examples += len(recs)
+                n_errors += len(errors)
+                explained_now += len(good)
+                written += 1
+        finally:
+            bar.close()
+        n_shards = k + 1 if n_examples else 0
+        stray = [p for p in glob.glob(str(out / "part-*.parquet"))
+                 if int(Path(p).stem.split("-")[1]) >= n_shards]
+        if stray:
+            raise JobError(f"{out} holds part files beyond the input's {n_shards} shard(s) "
+                           f"({Path(sorted(stray)[0]).name}, ...): the input changed; use overwrite=True.")
+        _merge_errors(out, n_shards, validator.id_type or "int")
+        seconds = time.perf_counter() - t0
+        rate = explained_now / seconds if seconds > 0 else 0.0
+        manifest.update({
+            "status": "complete", "updated": _now(),
+            "schema": {"id": _id_type(pa, validator.id_type or "int").__str__(),
+                       "columns": (schema or _results_schema(pa, validator.id_type or "int", full,
+                                                             spec.tokens)).names},
+            "counts": {"examples": n_examples, "explained": n_examples - n_errors, "errors": n_errors,
+                       "shards": n_shards, "shards_written": written, "shards_skipped": skipped},
+            "last_run": {"compilations": counter[0],
+                         "bucket_lengths": sorted(runner.bucket_lengths), "seconds": round(seconds, 3),
+                         "examples_explained": explained_now, "examples_per_second": round(rate, 1),
+                         "devices": len(jax.local_devices()), "batch_rows": runner.batch},
+        })
+        _write_atomic_json(manifest, manifest_path)
+    return JobSummary(n_examples, n_errors, written, skipped, counter[0], seconds, rate, str(out))
+
+
+def _shards(source: _Source, shard_size: int) -> Iterator[list]:
+    """The input's records in lists of ``shard_size``; read errors become :class:`JobError`."""
+    records = source.records()
+    while True:
+        try:
+            recs = list(itertools.islice(records, shard_size))
+        except OSError as e:
+            raise JobError(f"cannot read {source.path}: {e.strerror or e}") from e
+        except UnicodeDecodeError as e:
+            raise JobError(f"cannot read {source.path} as UTF-8 text ({e.reason} at byte {e.start}); "
+                           f"give a UTF-8 file or another format.") from e
+        if not recs:
+            return
+        yield recs
+
+
+def _verify_shard(out: Path, k: int, part: Path, errp: Path, recs: list, validator: _Validator) -> None:
+    """A skipped shard must hold exactly the input shard's examples (ids in input order)."""
+    _, pq = _pa()
+    done = pq.read_table(part, columns=["index", "id"]).to_pydict()
+    errs = pq.read_table(errp, columns=["index", "id"]).to_pydict()
+    stored = sorted(zip(done["index"] + errs["index"], done["id"] + errs["id"]), key=lambda t: t[0])
+    expect = []
+    for rec in recs:
+        rid = validator.record_id(rec)
+        if rid is not None:
+            validator.seen.add(rid)
+        expect.append((rec.index, rid))
+    if stored != expect:
+        raise JobError(f"{part.name} does not hold the input's shard {k} (other indices / ids): the input "
+                       f"changed since it was written; use overwrite=True (--overwrite) to start over.")
+
+
+def _merge_errors(out: Path, n_shards: int, id_type: str) -> None:
+    pa, pq = _pa()
+    tables = [pq.read_table(_shard_errors_path(out, k)) for k in range(n_shards)]
+    table = pa.concat_tables(tables) if tables else _errors_table(pa, [], id_type)
+    _write_atomic_parquet(table.replace_schema_metadata(None), out / ERRORS, {"lrpjax.rows": table.num_rows})
+
+
+def read_results(out_dir: Union[str, os.PathLike], columns: Optional[list] = None):
+    """All part files of a job as one ``pyarrow.Table``, in input order (pyarrow only).
+
+    Equivalent to ``pq.ParquetDataset(sorted(glob.glob(f"{out_dir}/part-*.parquet"))).read(columns)``.
+    """
+    pa, pq = _pa()
+    paths = sorted(glob.glob(os.path.join(os.fspath(out_dir), "part-*.parquet")))
+    if not paths:
+        raise JobError(f"no part-*.parquet files in {out_dir}")
+    return pa.concat_tables([pq.read_table(p, columns=columns).replace_schema_metadata(None) for p in paths])
+
+
+def read_errors(out_dir: Union[str, os.PathLike]):
+    """The errors table (``index``, ``id``, ``reason``) of a finished job."""
+    _, pq = _pa()
+    return pq.read_table(os.path.join(os.fspath(out_dir), ERRORS))
