@@ -47,7 +47,6 @@ import hashlib
 import importlib.metadata
 import itertools
 import json
-import math
 import os
 import struct
 import sys
@@ -88,6 +87,8 @@ class ModelSpec:
         model must embed them with a Flax ``Embed`` or :func:`lrpjax.rules.embed_lookup` (one lookup).
         ``lengths`` ``(B,)`` int32 are the valid lengths: pass them to the recurrent layers
         (``lrpjax.lstm(..., lengths=lengths)``, Flax ``seq_lengths=``) so that padding is ignored.
+        Each example is padded to its length bucket; its relevance equals that of the unpadded
+        example only if the model ignores steps ``>= length`` (pooling over time must mask them).
       name: identifies the model in the manifest (a changed name under an existing ``out_dir`` is
         refused); default: ``apply``'s module and qualified name.
       tokenizer: ``str -> list[int]`` for text inputs; an unknown token may be returned as ``None``
@@ -128,10 +129,11 @@ class ModelSpec:
         for field in ("unk_id", "features"):
             v = getattr(self, field)
             if v is not None and (not _is_int(v) or v < 0 or (field == "features" and v == 0)):
-                raise JobError(f"ModelSpec.{field} must be a {'positive' if field == 'features' else 'non-negative'} "
-                               f"int or None, got {v!r}.")
+                kind = "positive" if field == "features" else "non-negative"
+                raise JobError(f"ModelSpec.{field} must be a {kind} int or None, got {v!r}.")
         if self.unk_id is not None and self.vocab is not None and self.unk_id >= len(self.vocab):
-            raise JobError(f"ModelSpec.unk_id={self.unk_id} is outside the vocabulary (size {len(self.vocab)}).")
+            raise JobError(f"ModelSpec.unk_id={self.unk_id} is outside the vocabulary "
+                           f"(size {len(self.vocab)}).")
         if not _is_int(self.pad_id) or self.pad_id < 0:
             raise JobError(f"ModelSpec.pad_id must be a non-negative int, got {self.pad_id!r}.")
         if self.tokenizer is None and (self.vocab is not None or self.unk_id is not None):
@@ -304,6 +306,19 @@ def _npz_member_memmap(path: Path, name: str) -> Optional[np.ndarray]:
                      order="F" if fortran else "C")
 
 
+def _rows(x: np.ndarray, block_bytes: int = 32 << 20) -> Iterator[tuple[int, np.ndarray]]:
+    """``(i, x[i])`` for a (memory-mapped) ``(N, T, F)`` array, read in blocks of about 32 MB."""
+    per_row = max(1, int(np.prod(x.shape[1:])) * 4)
+    step = max(1, block_bytes // per_row)
+    for a in range(0, x.shape[0], step):
+        try:
+            block = np.asarray(x[a:a + step], dtype=np.float32)
+        except (TypeError, ValueError):   # not numeric: per-row errors
+            block = x[a:a + step]
+        for j in range(block.shape[0]):
+            yield a + j, block[j]
+
+
 def _open_npz(path: Path) -> _Source:
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -326,13 +341,12 @@ def _open_npz(path: Path) -> _Source:
     for k, v in small.items():
         if v.shape != (N,):
             raise JobError(f"{path}: '{k}' must have shape ({N},) like x's first axis, got {v.shape}.")
-    lengths, labels, ids = small.get("lengths"), small.get("labels"), small.get("ids")
+    as_list = lambda k: small[k].tolist() if k in small else [None] * N   # Python scalars, once
+    lengths, labels, ids = as_list("lengths"), as_list("labels"), as_list("ids")
 
     def records():
-        for i in range(N):
-            yield _Record(i, None if ids is None else ids[i].item(), x=x[i],
-                          label=None if labels is None else labels[i].item(),
-                          length=None if lengths is None else lengths[i].item())
+        for i, row in _rows(x):
+            yield _Record(i, ids[i], x=row, label=labels[i], length=lengths[i])
 
     return _Source("npz", str(path), N, _head_fingerprint(path, "npz"), records)
 
@@ -346,8 +360,8 @@ def _open_npy(path: Path) -> _Source:
         raise JobError(f"{path}: an .npy input must have shape (N, T, F) (all full length), got {x.shape}.")
 
     def records():
-        for i in range(x.shape[0]):
-            yield _Record(i, x=x[i])
+        for i, row in _rows(x):
+            yield _Record(i, x=row)
 
     return _Source("npy", str(path), x.shape[0], _head_fingerprint(path, "npy"), records)
 
@@ -448,11 +462,11 @@ def _open_parquet(path: Path) -> _Source:
             get = {c: batch.column(c) for c in cols}
             xs = _list2d_rows(get["x"]) if "x" in get else [None] * n
             py = {c: get[c].to_pylist() for c in ("text", "label", "id", "length") if c in get}
+            get_py = lambda c, r: py[c][r] if c in py else None
             for r in range(n):
                 x = xs[r]
-                rec = _Record(i, py["id"][r] if "id" in py else None, text=py["text"][r] if "text" in py else None,
-                              label=py["label"][r] if "label" in py else None,
-                              length=py["length"][r] if "length" in py else None)
+                rec = _Record(i, get_py("id", r), text=get_py("text", r), label=get_py("label", r),
+                              length=get_py("length", r))
                 if isinstance(x, str):
                     if rec.text is None:
                         rec.error = x
@@ -517,10 +531,10 @@ class _Example:
     data: np.ndarray              # (L, F) float32 or (L,) int32 token ids
     label: Optional[int]
     tokens: Optional[list] = None
+    length: int = 0
 
-    @property
-    def length(self) -> int:
-        return int(self.data.shape[0])
+    def __post_init__(self):
+        self.length = int(self.data.shape[0])
 
 
 class _Validator:
@@ -615,11 +629,13 @@ class _Validator:
             a = a[:int(rec.length)]
         if a.shape[0] == 0:
             return a, None
-        if self.features is not None and a.shape[1] != self.features:
+        if self.features is None:          # no earlier example fixed it (all bad so far)
+            self.features = int(a.shape[1])
+        if a.shape[1] != self.features:
             return None, f"wrong feature count: {a.shape[1]} (expected {self.features})"
         if self.max_length is not None and a.shape[0] > self.max_length:
             return a, None
-        if not np.all(np.isfinite(a)):
+        if not np.isfinite(a).all():
             bad = int(a.size - np.count_nonzero(np.isfinite(a)))
             return None, f"non-finite values: {bad} NaN/inf in x"
         return np.ascontiguousarray(a), None
@@ -642,7 +658,8 @@ class _Validator:
             if spec.unk_id is None:
                 return None, (f"unknown token(s) at position(s) {unknown[:10]} and the model spec has "
                               f"no unk_id")
-            raw = [spec.unk_id if k in set(unknown) else t for k, t in enumerate(raw)]
+            unk = set(unknown)
+            raw = [spec.unk_id if k in unk else t for k, t in enumerate(raw)]
         if not all(_is_int(t) for t in raw):
             return None, "tokenizer returned non-integer ids"
         ids = np.asarray(raw, dtype=np.int64)
@@ -704,7 +721,7 @@ def _make_step(spec: ModelSpec, method: str, target_mode, eps: float, bias_facto
             out["relevance_full"] = R.astype(jnp.float32)
         return out
 
-    return jax.jit(step)
+    return step
 
 
 class _Runner:
@@ -713,11 +730,15 @@ class _Runner:
     def __init__(self, spec: ModelSpec, step: Callable, target_mode, batch_size: int, bucket_step: int,
                  max_length: Optional[int], features: Optional[int]):
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-        self.spec, self.step, self.target_mode = spec, step, target_mode
+        self.spec, self.target_mode = spec, target_mode
         devices = jax.local_devices()
         self.n_devices = len(devices)
         self.mesh = Mesh(np.array(devices), ("data",))
         self.sharding = NamedSharding(self.mesh, P("data"))
+        # Inputs are given as host arrays and sharded by jit (rows split over "data"); committing them
+        # with device_put first would put sharding-typed avals into the trace (a `reshard` inside
+        # jnp.where, which strict mode refuses).
+        self.step = jax.jit(step, in_shardings=(self.sharding,) * 3)
         self.batch = -(-batch_size // self.n_devices) * self.n_devices
         self.bucket_step, self.max_length, self.features = bucket_step, max_length, features
         self.bucket_lengths: set = set()
@@ -742,11 +763,11 @@ class _Runner:
                 tgt[j] = ex.label
             elif self.target_mode != "pred":
                 tgt[j] = self.target_mode
-        put = lambda a: jax.device_put(a, self.sharding)
-        return put(x), put(lengths), put(tgt)
+        return x, lengths, tgt
 
-    def run(self, examples: list, on_batch: Callable[[int], None]) -> list:
-        """Per example (in the given order) a dict of numpy results."""
+    def dispatch(self, examples: list) -> list:
+        """Start the device work for a shard's examples (asynchronous); returns a handle for
+        :meth:`collect`."""
         buckets = defaultdict(list)
         for k, ex in enumerate(examples):
             buckets[self.bucket(ex.length)].append(k)
@@ -772,8 +793,12 @@ class _Runner:
                                    f"({arrays[0].dtype}): {type(e).__name__}: {_one_line(e)}") from e
                 dispatched.append((chunk, out))
             pending = items[n_full:]
+        return dispatched
+
+    def collect(self, examples: list, dispatched: list, on_batch: Callable[[int], None]) -> list:
+        """Wait for a dispatched shard; per example (in the given order) a dict of numpy results."""
         results: list = [None] * len(examples)
-        for chunk, out in dispatched:   # fetch after dispatching everything: the host waits once
+        for chunk, out in dispatched:
             host = {k: np.asarray(v) for k, v in out.items()}
             for j, k in enumerate(chunk):
                 L = examples[k].length
@@ -948,7 +973,8 @@ class _Progress:
             except ImportError:
                 mode = "log"
         if mode not in ("tqdm", "log", "none"):
-            raise JobError(f"progress must be None (auto), True, False, 'tqdm', 'log' or 'none', got {mode!r}.")
+            raise JobError(f"progress must be None (auto), True, False, 'tqdm', 'log' or 'none', "
+                           f"got {mode!r}.")
         self.mode, self.desc = mode, desc
 
     def update(self, n: int, explained: bool = True) -> None:
@@ -980,7 +1006,9 @@ class _Progress:
 
 def _fmt_s(s: float) -> str:
     s = int(round(s))
-    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
+    if s >= 3600:
+        return f"{s // 3600}h{s // 60 % 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1176,7 +1204,10 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
         }
         job_key = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:32]
         if old is not None and not overwrite:
-            _compare_job(out, old, job, probe)
+            if glob.glob(str(out / "part-*.parquet")):
+                _compare_job(out, old, job, probe)
+            else:
+                overwrite = True        # an earlier run that wrote no results: nothing to protect
         if overwrite:
             for p in _own_files(out):
                 with contextlib.suppress(OSError):
@@ -1193,7 +1224,8 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
             "created": (old or {}).get("created", _now()), "updated": _now(),
             "runs": int((old or {}).get("runs", 0)) + 1,
             "options_not_affecting_results": {"batch_size": batch_size, "bucket_step": bucket_step},
-            "layout": {"parts": "part-NNNNN.parquet", "errors": ERRORS, "shard_errors": f"{SHARD_ERRORS_DIR}/errors-NNNNN.parquet"},
+            "layout": {"parts": "part-NNNNN.parquet", "errors": ERRORS,
+                       "shard_errors": f"{SHARD_ERRORS_DIR}/errors-NNNNN.parquet"},
         }
         _write_atomic_json(manifest, manifest_path)
 
@@ -1202,22 +1234,35 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
         runner = _Runner(spec, step, target, min(batch_size, shard_size), bucket_step, max_length,
                          validator.features)
         bar = _Progress(progress, source.total, "lrpjax attribute")
-        n_examples = n_errors = written = skipped = explained_now = 0
-        schema = None
-        shard_iter = itertools.chain([first_records], shards)
-        k = -1
+        c = dict(examples=0, errors=0, written=0, skipped=0, explained=0, shards=0)
+        # the first parsable example fixes the id type (int64 or string)
+        validator.record_id(next((r for r in first_records if r.error is None), None)
+                            or (first_records[0] if first_records else _Record(0)))
+        schema = _results_schema(pa, validator.id_type or "int", full, spec.tokens)
+
+        def finish(k: int, recs: list, good: list, errors: list, handle: list) -> None:
+            """Wait for a shard's results and write its files (errors first, then the part)."""
+            results = runner.collect(good, handle, bar.update)
+            table = _results_table(pa, good, results, validator.id_type, full, spec.tokens) if good \
+                else schema.empty_table()
+            meta = {"lrpjax.job": job_key, "lrpjax.shard": k, "lrpjax.examples": len(recs)}
+            _write_atomic_parquet(_errors_table(pa, errors, validator.id_type), _shard_errors_path(out, k),
+                                  {**meta, "lrpjax.rows": len(errors)})
+            _write_atomic_parquet(table, _part_path(out, k), {**meta, "lrpjax.rows": len(good)})
+            c["explained"] += len(good)
+            c["written"] += 1
+
+        in_flight = None
         try:
-            for k, recs in enumerate(shard_iter):
-                if not recs:
-                    break
+            for k, recs in enumerate(itertools.chain([first_records] if first_records else [], shards)):
+                c["shards"] += 1
+                c["examples"] += len(recs)
                 part, errp = _part_path(out, k), _shard_errors_path(out, k)
-                rows = _complete_rows(part, job_key)
-                erows = _complete_rows(errp, job_key) if rows is not None else None
-                if rows is not None and erows is not None:
+                erows = _complete_rows(errp, job_key) if _complete_rows(part, job_key) is not None else None
+                if erows is not None:       # finished by an earlier run: check and skip it
                     _verify_shard(out, k, part, errp, recs, validator)
-                    n_examples += len(recs)
-                    n_errors += erows
-                    skipped += 1
+                    c["errors"] += erows
+                    c["skipped"] += 1
                     bar.update(len(recs), explained=False)
                     continue
                 good, errors = [], []
@@ -1227,24 +1272,21 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
                         errors.append((rec.index, rid, reason))
                     else:
                         good.append(ex)
+                c["errors"] += len(errors)
                 if errors:
                     bar.update(len(errors), explained=False)
-                results = runner.run(good, bar.update) if good else []
-                if schema is None:
-                    schema = _results_schema(pa, validator.id_type, full, spec.tokens)
-                table = _results_table(pa, good, results, validator.id_type, full, spec.tokens) if good \
-                    else schema.empty_table()
-                meta = {"lrpjax.job": job_key, "lrpjax.shard": k, "lrpjax.examples": len(recs)}
-                _write_atomic_parquet(_errors_table(pa, errors, validator.id_type), errp,
-                                      {**meta, "lrpjax.rows": len(errors)})
-                _write_atomic_parquet(table, part, {**meta, "lrpjax.rows": len(good)})
-                n_examples += len(recs)
-                n_errors += len(errors)
-                explained_now += len(good)
-                written += 1
+                runner.features = validator.features
+                handle = runner.dispatch(good)
+                # the device works on this shard while the host writes the previous one and reads the next
+                if in_flight is not None:
+                    finish(*in_flight)
+                in_flight = (k, recs, good, errors, handle)
+            if in_flight is not None:
+                finish(*in_flight)
         finally:
             bar.close()
-        n_shards = k + 1 if n_examples else 0
+        n_shards, n_examples, n_errors = c["shards"], c["examples"], c["errors"]
+        written, skipped, explained_now = c["written"], c["skipped"], c["explained"]
         stray = [p for p in glob.glob(str(out / "part-*.parquet"))
                  if int(Path(p).stem.split("-")[1]) >= n_shards]
         if stray:
@@ -1256,8 +1298,7 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
         manifest.update({
             "status": "complete", "updated": _now(),
             "schema": {"id": _id_type(pa, validator.id_type or "int").__str__(),
-                       "columns": (schema or _results_schema(pa, validator.id_type or "int", full,
-                                                             spec.tokens)).names},
+                       "columns": schema.names},
             "counts": {"examples": n_examples, "explained": n_examples - n_errors, "errors": n_errors,
                        "shards": n_shards, "shards_written": written, "shards_skipped": skipped},
             "last_run": {"compilations": counter[0],

@@ -27,7 +27,7 @@ STRUCTURAL = frozenset({
     "reshape", "squeeze", "expand_dims", "broadcast_in_dim", "transpose", "slice", "dynamic_slice",
     "dynamic_update_slice", "concatenate", "gather", "pad", "rev", "select_n", "convert_element_type",
     "copy", "copy_p", "reduce_precision", "split", "optimization_barrier", "sharding_constraint",
-    "device_put", "mesh_cast", "pvary", "psum_invariant",
+    "device_put", "mesh_cast", "reshard", "pvary", "psum_invariant",
 })
 # Operations whose output carries no relevance (no gradient path).
 BLOCKING = frozenset({"stop_gradient"})

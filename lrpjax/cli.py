@@ -1,0 +1,269 @@
+"""The ``lrpjax`` command: ``lrpjax attribute`` (explain a dataset) and ``lrpjax demo``.
+
+Installed as a console script (``[project.scripts] lrpjax = "lrpjax.cli:main"``); without installing,
+run ``python -m lrpjax.cli ...``. Exit status: 0 on success, 2 for a problem to fix in the command
+(model spec, input, output directory, options; one line on stderr), 1 for an unexpected failure.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional, Sequence
+
+PROG = "lrpjax"
+
+ATTRIBUTE_EPILOG = """\
+examples:
+  # a factory in a file: my_model.py defines  def make(checkpoint="ckpt.npz"): ... return apply
+  lrpjax attribute --model my_model.py:make --data data.npz --out attributions/
+
+  # a dotted module, factory arguments, the true class, options of the LRP rules
+  lrpjax attribute --model mypkg.models:sentiment --model-arg size=large --data reviews.jsonl \\
+      --out out/ --target true --eps 0.01 --gate half --bias-factor 1.0 --max-length 128
+
+  # resume after an interruption: run the same command again (finished shards are skipped)
+
+the model factory:
+  MODULE is a dotted module name (importable from the current directory or PYTHONPATH) or a path to a
+  .py file; FACTORY is a function in it. It is called as FACTORY(**model_args), where every
+  --model-arg KEY=VALUE is passed as a *string* keyword argument (convert them yourself, e.g.
+  int(hidden)), and returns one of
+    * an lrpjax.jobs.ModelSpec(apply, name=..., tokenizer=..., vocab=..., unk_id=..., features=...),
+    * a callable apply(x, lengths) -> logits (B, C), for float inputs x (B, T, F) float32 and
+      lengths (B,) int32,
+    * a tuple (apply, tokenizer) for text: tokenizer(str) -> list of token ids (None or -1 = unknown),
+      apply(ids, lengths) gets int32 ids (B, T) and must embed them with a Flax Embed or
+      lrpjax.rules.embed_lookup.
+
+input formats (--data):
+  .npz      x (N, T_max, F), optional lengths (N,), labels (N,), ids (N,)   (x memory-mapped if the
+            archive is uncompressed, i.e. written with np.savez)
+  .npy      (N, T, F), every sequence full length (memory-mapped)
+  .jsonl    one object per line: "x" (list of T lists of F numbers) or "text"; optional "label", "id"
+  .parquet  the same columns as .jsonl
+  other     a text file, one example per line, optionally "LABEL<TAB>text"
+
+output (--out): part-NNNNN.parquet (one per shard: index, id, label, length, target, score,
+  relevance [, relevance_full] [, tokens]), errors.parquet (index, id, reason), manifest.json.
+  Read with pyarrow: pq.ParquetDataset(sorted(glob.glob("out/part-*.parquet"))).read()
+"""
+
+
+def _target(value: str):
+    if value in ("pred", "true"):
+        return value
+    try:
+        k = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'pred', 'true' or a class index, got {value!r}")
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"a class index must be >= 0, got {k}")
+    return k
+
+
+def _positive(value: str) -> int:
+    try:
+        k = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {k}")
+    return k
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lrpjax`` argument parser (subcommands ``attribute`` and ``demo``)."""
+    from lrpjax import demo
+
+    ap = argparse.ArgumentParser(prog=PROG, description="Layer-wise Relevance Propagation for "
+                                 "recurrent networks in JAX: dataset-wide attribution jobs.")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    at = sub.add_parser(
+        "attribute", help="explain every example of a dataset, write Parquet shards",
+        description="Explain every example of a dataset with LRP (or gradient x input) and write the "
+                    "per-step relevance to Parquet shards. Re-running the same command resumes.",
+        epilog=ATTRIBUTE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    at.add_argument("--model", required=True, metavar="MODULE:FACTORY",
+                    help="the model factory, e.g. my_model.py:make or mypkg.models:make (see below)")
+    at.add_argument("--data", required=True, metavar="PATH",
+                    help="input file: .npz, .npy, .jsonl, .parquet or text, e.g. --data data.npz")
+    at.add_argument("--out", required=True, metavar="DIR",
+                    help="output directory, created if missing, e.g. --out attributions/")
+    at.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="keyword argument for FACTORY, passed as a string; repeatable, e.g. "
+                         "--model-arg hidden=64 --model-arg checkpoint=ckpt.npz")
+    at.add_argument("--method", choices=("lrp", "gradient"), default="lrp",
+                    help="lrp (default) or gradient (gradient x input, for comparison), e.g. "
+                         "--method gradient")
+    at.add_argument("--target", type=_target, default="pred", metavar="pred|true|K",
+                    help="class to explain: pred = the argmax (default), true = the example's label, "
+                         "or a class index, e.g. --target 1")
+    at.add_argument("--eps", type=float, default=1e-3, metavar="E",
+                    help="epsilon-rule stabiliser > 0 (default 1e-3), e.g. --eps 0.01")
+    at.add_argument("--bias-factor", type=float, default=0.0, metavar="B",
+                    help="0 = biases absorb their share (default), 1 = exact conservation, e.g. "
+                         "--bias-factor 1")
+    at.add_argument("--gate", choices=("all", "half", "prop", "abs"), default="all",
+                    help="rule for gated products (default all = signal-take-all), e.g. --gate half")
+    at.add_argument("--full", action="store_true",
+                    help="also write relevance_full: length x F per example (float inputs only)")
+    at.add_argument("--max-length", type=_positive, default=None, metavar="L",
+                    help="longer examples go to errors.parquet; caps the padded length, e.g. "
+                         "--max-length 512")
+    at.add_argument("--batch-size", type=_positive, default=256, metavar="N",
+                    help="rows per device call, split over all local devices (default 256), e.g. "
+                         "--batch-size 64")
+    at.add_argument("--bucket-step", type=_positive, default=8, metavar="S",
+                    help="pad each batch to the next multiple of S steps: one compilation per "
+                         "bucket (default 8)")
+    at.add_argument("--shard-size", type=_positive, default=4096, metavar="S",
+                    help="examples per output file, the unit of resuming (default 4096), e.g. "
+                         "--shard-size 1000")
+    at.add_argument("--overwrite", action="store_true",
+                    help="replace a job with other settings in --out (otherwise refused)")
+    at.add_argument("--no-strict", action="store_true",
+                    help="operations without an LRP rule use their plain gradient (with a warning) "
+                         "instead of being refused")
+    at.add_argument("--progress", choices=("auto", "tqdm", "log", "none"), default="auto",
+                    help="auto (default): a progress bar on a terminal, a log line every 10 s otherwise")
+    at.add_argument("--traceback", action="store_true",
+                    help="show the full traceback of errors (for debugging a model factory)")
+
+    dm = sub.add_parser("demo", help="train a small LSTM on the adding task and explain 10,000 "
+                        "sequences with a dataset job",
+                        description="Train a small LSTM on the adding task (sequences of 10..30 "
+                        "steps, two of them marked; target = the sum of their values), explain 10,000 "
+                        "held-out sequences with a dataset job, and print the share of |relevance| on "
+                        "the marked steps, the throughput, the compilations and where the Parquet "
+                        "output is.")
+    demo.add_arguments(dm)
+    return ap
+
+
+def _parse_model_args(items: Sequence[str]) -> dict:
+    kwargs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            from lrpjax.jobs import JobError
+            raise JobError(f"--model-arg must be KEY=VALUE with KEY a Python identifier, got {item!r}.")
+        kwargs[key.strip()] = value
+    return kwargs
+
+
+def _import_module(ref: str):
+    from lrpjax.jobs import JobError
+    is_path = ref.endswith(".py") or os.sep in ref or (os.altsep and os.altsep in ref)
+    if is_path:
+        path = Path(ref).expanduser().resolve()
+        if not path.is_file():
+            raise JobError(f"model file not found: {ref} (--model PATH.py:FACTORY).")
+        name = "lrpjax_user_model_" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.path.insert(0, str(path.parent))      # the model file may import its neighbours
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[name]
+            raise JobError(f"importing the model file {ref} failed: {type(e).__name__}: "
+                           f"{_one_line(e)}") from e
+        return module
+    if os.getcwd() not in sys.path:   # as `python -m` does: modules in the current directory
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(ref)
+    except ModuleNotFoundError as e:
+        raise JobError(f"cannot import the model module {ref!r} ({_one_line(e)}); give a module "
+                       f"importable from the current directory or PYTHONPATH, or a path to a .py "
+                       f"file.") from e
+    except Exception as e:
+        raise JobError(f"importing the model module {ref!r} failed: {type(e).__name__}: "
+                       f"{_one_line(e)}") from e
+
+
+def load_model(ref: str, model_args: Sequence[str] = ()):
+    """``MODULE:FACTORY`` + ``KEY=VALUE`` strings -> :class:`lrpjax.jobs.ModelSpec`.
+
+    >>> spec = load_model("tests/jobs_models.py:float_model", ["hidden=8"])   # doctest: +SKIP
+    """
+    from lrpjax import jobs
+    module_ref, sep, factory_name = ref.rpartition(":")
+    if not sep or not module_ref or not factory_name.isidentifier():
+        raise jobs.JobError(f"--model must be MODULE:FACTORY (a module or .py file and a function in "
+                            f"it), got {ref!r}.")
+    kwargs = _parse_model_args(model_args)
+    module = _import_module(module_ref)
+    factory = getattr(module, factory_name, None)
+    if factory is None or not callable(factory):
+        public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        raise jobs.JobError(f"{module_ref} has no callable {factory_name!r}; callables there: "
+                            f"{', '.join(public[:12]) or 'none'}.")
+    try:
+        made = factory(**kwargs)
+    except Exception as e:
+        raise jobs.JobError(f"the model factory {ref}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) "
+                            f"failed: {type(e).__name__}: {_one_line(e)}") from e
+    spec = jobs._as_model_spec(made)
+    if spec.name == jobs._callable_name(spec.apply):   # not named by the factory: name it by the command
+        args = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
+        spec = dataclasses.replace(spec, name=f"{ref}({args})")
+    return spec
+
+
+def _one_line(e) -> str:
+    return " ".join(str(e).split())
+
+
+def _attribute(args) -> int:
+    from lrpjax import jobs
+    spec = load_model(args.model, args.model_arg)
+    progress = {"auto": None, "tqdm": "tqdm", "log": "log", "none": False}[args.progress]
+    s = jobs.attribute_dataset(
+        spec, args.data, args.out, method=args.method, batch_size=args.batch_size, eps=args.eps,
+        bias_factor=args.bias_factor, gate=args.gate, target=args.target, full=args.full,
+        max_length=args.max_length, bucket_step=args.bucket_step, shard_size=args.shard_size,
+        overwrite=args.overwrite, progress=progress, strict=not args.no_strict)
+    print(f"{PROG} attribute: {s.n_examples} examples ({s.n_explained} explained, {s.n_errors} errors) "
+          f"-> {s.out_dir}: {s.n_shards_written} shard(s) written, {s.n_shards_skipped} skipped "
+          f"(already complete); {s.compilations} compilation(s); {s.seconds:.1f} s, "
+          f"{s.examples_per_second:.0f} examples/s")
+    if s.n_errors:
+        print(f"  bad examples and reasons: {Path(s.out_dir) / jobs.ERRORS}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``lrpjax`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from lrpjax import demo, jobs
+    try:
+        if args.command == "attribute":
+            return _attribute(args)
+        demo.run(Path(args.out), n=args.n, quick=args.quick, seed=args.seed)
+        return 0
+    except jobs.JobError as e:
+        if getattr(args, "traceback", False):
+            traceback.print_exc()
+        print(f"{PROG} {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted (re-run the same command to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
