@@ -52,7 +52,7 @@ import struct
 import sys
 import time
 import zipfile
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
@@ -165,7 +165,9 @@ class JobSummary:
 
     ``n_examples`` counts every example of the input (explained + errors, skipped shards included);
     ``compilations``, ``seconds`` and ``examples_per_second`` (explained examples / wall seconds) are
-    for this call only.
+    for this call only. ``compilations`` counts the new traces of the jitted step (one per batch
+    shape): a later job in the same process with the same model function and rule options reuses the
+    compiled buckets and reports only the new ones (often 0).
     """
 
     n_examples: int
@@ -724,21 +726,69 @@ def _make_step(spec: ModelSpec, method: str, target_mode, eps: float, bias_facto
     return step
 
 
+@dataclasses.dataclass
+class _CachedStep:
+    """A jitted attribution step, kept across jobs: a second job with the same model function and
+    options (e.g. re-running, or explaining another dataset) compiles nothing new."""
+    apply: Callable             # held so that ``id(apply)`` in the key cannot be reused
+    fn: Callable                # jax.jit(step) with rows sharded over the local devices
+    counter: list               # [traces so far] = compilations (one per batch shape)
+    devices: tuple
+
+
+_STEP_CACHE: "OrderedDict[tuple, _CachedStep]" = OrderedDict()
+_STEP_CACHE_SIZE = 8
+
+
+def _cached_step(spec: ModelSpec, method: str, target_mode, eps: float, bias_factor: float, gate: str,
+                 strict: bool, full: bool) -> _CachedStep:
+    """The jitted step for these settings, from a small LRU cache keyed by the model function's
+    identity, the options and the local devices (jit's own cache then holds one executable per batch
+    shape)."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    devices = tuple(jax.local_devices())
+    key = (id(spec.apply), spec.tokens, method, target_mode == "pred", eps, bias_factor, gate, strict,
+           full, devices)
+    hit = _STEP_CACHE.get(key)
+    if hit is not None and hit.apply is spec.apply:
+        _STEP_CACHE.move_to_end(key)
+        return hit
+    counter = [0]
+    step = _make_step(spec, method, target_mode, eps, bias_factor, gate, strict, full, counter)
+    # Inputs are given as host arrays and sharded by jit (rows split over "data"); committing them
+    # with device_put first would put sharding-typed avals into the trace (a `reshard` inside
+    # jnp.where, which strict mode refuses).
+    sharding = NamedSharding(Mesh(np.array(devices), ("data",)), P("data"))
+    entry = _CachedStep(spec.apply, jax.jit(step, in_shardings=(sharding,) * 3), counter, devices)
+    _STEP_CACHE[key] = entry
+    while len(_STEP_CACHE) > _STEP_CACHE_SIZE:
+        _STEP_CACHE.popitem(last=False)
+    return entry
+
+
+_PROBE_CACHE: "OrderedDict[int, tuple]" = OrderedDict()
+
+
+def _jitted_apply(apply: Callable) -> Callable:
+    """``jax.jit(apply)``, cached by identity (the probe batch then compiles once per model)."""
+    hit = _PROBE_CACHE.get(id(apply))
+    if hit is not None and hit[0] is apply:
+        return hit[1]
+    f = jax.jit(apply)
+    _PROBE_CACHE[id(apply)] = (apply, f)
+    while len(_PROBE_CACHE) > _STEP_CACHE_SIZE:
+        _PROBE_CACHE.popitem(last=False)
+    return f
+
+
 class _Runner:
     """Batches a shard's examples by length bucket, runs them sharded over all local devices."""
 
-    def __init__(self, spec: ModelSpec, step: Callable, target_mode, batch_size: int, bucket_step: int,
-                 max_length: Optional[int], features: Optional[int]):
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    def __init__(self, spec: ModelSpec, step: "_CachedStep", target_mode, batch_size: int,
+                 bucket_step: int, max_length: Optional[int], features: Optional[int]):
         self.spec, self.target_mode = spec, target_mode
-        devices = jax.local_devices()
-        self.n_devices = len(devices)
-        self.mesh = Mesh(np.array(devices), ("data",))
-        self.sharding = NamedSharding(self.mesh, P("data"))
-        # Inputs are given as host arrays and sharded by jit (rows split over "data"); committing them
-        # with device_put first would put sharding-typed avals into the trace (a `reshard` inside
-        # jnp.where, which strict mode refuses).
-        self.step = jax.jit(step, in_shardings=(self.sharding,) * 3)
+        self.n_devices = len(step.devices)
+        self.step = step.fn
         self.batch = -(-batch_size // self.n_devices) * self.n_devices
         self.bucket_step, self.max_length, self.features = bucket_step, max_length, features
         self.bucket_lengths: set = set()
@@ -1053,7 +1103,7 @@ def _probe(spec: ModelSpec, features: Optional[int], first: Optional[_Example]) 
         lengths = np.array([8, 5], np.int32)
         what = f"x {x.shape} float32"
     try:
-        out = jax.jit(spec.apply)(x, lengths)
+        out = _jitted_apply(spec.apply)(x, lengths)
         out = np.asarray(out)
     except Exception as e:
         raise JobError(f"the model failed on a probe batch ({what}, lengths (2,) int32): "
@@ -1229,8 +1279,8 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
         }
         _write_atomic_json(manifest, manifest_path)
 
-        counter = [0]
-        step = _make_step(spec, method, target, float(eps), float(bias_factor), gate, strict, full, counter)
+        step = _cached_step(spec, method, target, float(eps), float(bias_factor), gate, strict, full)
+        traces_before = step.counter[0]
         runner = _Runner(spec, step, target, min(batch_size, shard_size), bucket_step, max_length,
                          validator.features)
         bar = _Progress(progress, source.total, "lrpjax attribute")
@@ -1295,19 +1345,20 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
         _merge_errors(out, n_shards, validator.id_type or "int")
         seconds = time.perf_counter() - t0
         rate = explained_now / seconds if seconds > 0 else 0.0
+        compilations = step.counter[0] - traces_before   # new ones only: cached steps are reused
         manifest.update({
             "status": "complete", "updated": _now(),
             "schema": {"id": _id_type(pa, validator.id_type or "int").__str__(),
                        "columns": schema.names},
             "counts": {"examples": n_examples, "explained": n_examples - n_errors, "errors": n_errors,
                        "shards": n_shards, "shards_written": written, "shards_skipped": skipped},
-            "last_run": {"compilations": counter[0],
+            "last_run": {"compilations": compilations,
                          "bucket_lengths": sorted(runner.bucket_lengths), "seconds": round(seconds, 3),
                          "examples_explained": explained_now, "examples_per_second": round(rate, 1),
                          "devices": len(jax.local_devices()), "batch_rows": runner.batch},
         })
         _write_atomic_json(manifest, manifest_path)
-    return JobSummary(n_examples, n_errors, written, skipped, counter[0], seconds, rate, str(out))
+    return JobSummary(n_examples, n_errors, written, skipped, compilations, seconds, rate, str(out))
 
 
 def _shards(source: _Source, shard_size: int) -> Iterator[list]:

@@ -161,6 +161,23 @@ def test_compilations_bounded_by_buckets(tmp_path):
     assert all(r.startswith("too long: length") and "max_length 20" in r for r in reasons)
 
 
+def test_second_job_reuses_the_compiled_step(tmp_path):
+    """The jitted step is cached across jobs (same model function and options): no new compilation,
+    the same output; another rule option or method compiles its own step."""
+    apply = m.float_model()
+    x = [np.random.default_rng(L).normal(size=(L, F)).astype(np.float32) for L in (3, 9, 17, 4, 12)]
+    first = run(apply, x, tmp_path / "a", bucket_step=8, batch_size=2)
+    assert first.compilations >= 1
+    again = run(apply, x, tmp_path / "b", bucket_step=8, batch_size=2)
+    assert again.compilations == 0
+    assert_same_results(tmp_path / "a", tmp_path / "b", rtol=0)
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["last_run"]["compilations"] == 0
+    assert run(apply, x, tmp_path / "c", bucket_step=8, batch_size=2, gate="half").compilations >= 1
+    assert run(apply, x, tmp_path / "d", bucket_step=8, batch_size=2, method="gradient").compilations >= 1
+    # a new model function (even an equal one) is not mixed up with the cached one
+    assert run(m.float_model(), x, tmp_path / "e", bucket_step=8, batch_size=2).compilations >= 1
+
+
 def test_targets_true_int_and_gradient_method(data, tmp_path):
     apply, x, lengths, labels = data["apply"], data["x"], data["lengths"], data["labels"]
     run(apply, data["path"], tmp_path / "true", target="true")
