@@ -547,7 +547,28 @@ class _Validator:
         self.features = spec.features
         self.id_type: Optional[str] = None
         self.n_classes: Optional[int] = None
-        self.seen: set = set()
+        self.seen: set = set()          # explicit ids (duplicates are errors)
+        self.implicit = bytearray()      # bitmap of the indices used as ids (1 bit per example)
+
+    def mark_seen(self, rec: _Record, rid) -> bool:
+        """Record ``rid``; False if it was used before. Implicit ids (the record's index) cost one bit
+        each, so a dataset without ids does not grow the memory of a job."""
+        if rec.id is None and self.id_type == "int":
+            k = int(rid)
+            byte, bit = divmod(k, 8)
+            if byte >= len(self.implicit):
+                self.implicit.extend(bytes(byte + 1 - len(self.implicit) + (1 << 12)))
+            if self.implicit[byte] >> bit & 1 or k in self.seen:
+                return False
+            self.implicit[byte] |= 1 << bit
+            return True
+        if rid in self.seen:
+            return False
+        if self.id_type == "int" and 0 <= rid and (rid >> 3) < len(self.implicit) \
+                and self.implicit[rid >> 3] >> (rid & 7) & 1:
+            return False
+        self.seen.add(rid)
+        return True
 
     def record_id(self, rec: _Record):
         """The output id of a record (None if it does not fit the id type)."""
@@ -583,9 +604,8 @@ class _Validator:
         rid = self.record_id(rec)
         if rid is None:
             return None, None, f"id {rec.id!r} is not an integer (the input's first id is)"
-        if rid in self.seen:
+        if not self.mark_seen(rec, rid):
             return rid, None, f"duplicate id {rid!r}"
-        self.seen.add(rid)
         if rec.error is not None:
             return rid, None, rec.error
         label, label_err = self.label(rec.label)
@@ -1387,7 +1407,7 @@ def _verify_shard(out: Path, k: int, part: Path, errp: Path, recs: list, validat
     for rec in recs:
         rid = validator.record_id(rec)
         if rid is not None:
-            validator.seen.add(rid)
+            validator.mark_seen(rec, rid)
         expect.append((rec.index, rid))
     if stored != expect:
         raise JobError(f"{part.name} does not hold the input's shard {k} (other indices / ids): the input "

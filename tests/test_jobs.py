@@ -315,6 +315,18 @@ def test_bad_examples_become_error_rows(tmp_path):
         "invalid JSON")
 
 
+def test_duplicate_int_ids_explicit_and_implicit(tmp_path):
+    """An example without an id gets its index as id; any id used twice is an error row."""
+    good = lambda L: np.ones((L, F), np.float32)
+    recs = [{"x": good(3)}, {"x": good(4), "id": 0}, {"x": good(5), "id": 7}, {"x": good(2), "id": 7},
+            {"id": 5, "x": good(3)}, {"x": good(3)}, {"x": good(6)}]
+    s = run(m.float_model(), recs, tmp_path / "o", shard_size=3)
+    errs = read_errors(tmp_path / "o").to_pylist()
+    assert [(e["index"], e["id"], e["reason"]) for e in errs] == [
+        (1, 0, "duplicate id 0"), (3, 7, "duplicate id 7"), (5, 5, "duplicate id 5")]
+    assert s.n_errors == 3 and read_results(tmp_path / "o").column("id").to_pylist() == [0, 7, 5, 6]
+
+
 def test_bad_model_input_output_raise_at_once(data, tmp_path):
     apply, path = data["apply"], data["path"]
     with pytest.raises(JobError, match="must be a ModelSpec, a callable"):
