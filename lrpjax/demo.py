@@ -6,12 +6,16 @@ exactly two steps carry ``marker = 1`` and the target is the sum of their two va
 solves it must ignore every unmarked step, so a faithful explanation puts most of the relevance on the
 two marked steps -- a check with a known answer.
 
-Steps: train (jitted Adam + optax, fresh batches, as in ``examples/quickstart.py``) -> write ``n``
-held-out sequences as ``input.npz`` -> :func:`lrpjax.jobs.attribute_dataset` (length buckets, all local
-devices, Parquet shards) -> read the Parquet output back with pyarrow and report the share of
-``|relevance|`` on the marked steps, the throughput and the compilations.
+Steps: train (jitted Adam + optax, fresh batches) -> write ``n`` held-out sequences as ``input.npz``
+-> :func:`lrpjax.jobs.attribute_dataset` (length buckets, all local devices, Parquet shards) -> read
+the Parquet output back with pyarrow and report the share of ``|relevance|`` on the marked steps, the
+throughput and the compilations.
 
-Run: ``lrpjax demo`` (under two minutes on 2 CPU cores), ``lrpjax demo --quick`` (a smoke test).
+The pieces are public, for scripts that explain the same model with the library API directly
+(``examples/quickstart.py``): :func:`adding_task` (the data), :func:`init_params` / :func:`model` (the
+LSTM, built from lrpjax layers only), :func:`train`, :func:`marked_share`, :class:`Config`.
+
+Run: ``lrpjax demo`` (about 20 s on 2 CPU cores), ``lrpjax demo --quick`` (a smoke test).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -55,12 +59,21 @@ class Params(NamedTuple):
     b: Array   # (1,)
 
 
-def make_data(key: Array, n: int, T: int, min_len: int) -> tuple[Array, Array, Array, Array]:
+def adding_task(key: Union[Array, int], n: int, T: int = Config().T,
+                min_len: int = Config().min_len) -> tuple[Array, Array, Array, Array]:
     """``n`` adding-task sequences of lengths ``min_len..T``, zero-padded to ``T``.
 
-    Returns ``x`` ``(n, T, 2)`` float32 (value, marker), ``lengths`` ``(n,)`` int32, ``y`` ``(n,)`` (sum
-    of the two marked values) and ``pos`` ``(n, 2)`` (the marked steps, ascending, ``< length``).
+    ``key`` is a PRNG key or an int seed. Returns ``x`` ``(n, T, 2)`` float32 (value, marker),
+    ``lengths`` ``(n,)`` int32, ``y`` ``(n,)`` (sum of the two marked values) and ``pos`` ``(n, 2)`` (the
+    marked steps, ascending, ``< length``). ``min_len = T`` gives fixed-length sequences. Pure JAX, so
+    it runs inside the jitted training loop (fresh data every step, no host round trip). The values are
+    ``U(-1, 1)``, not the classic ``U(0, 1)``: a zero-mean target needs no large bias offset, which would
+    absorb most of the relevance under ``bias_factor = 0``.
     """
+    if not 2 <= min_len <= T:
+        raise ValueError(f"adding_task needs 2 <= min_len <= T, got min_len={min_len}, T={T}")
+    if isinstance(key, (int, np.integer)):
+        key = jax.random.key(key)
     k_len, k_val, k_pos = jax.random.split(key, 3)
     lengths = jax.random.randint(k_len, (n,), min_len, T + 1, jnp.int32)
     valid = jnp.arange(T)[None, :] < lengths[:, None]
@@ -73,21 +86,32 @@ def make_data(key: Array, n: int, T: int, min_len: int) -> tuple[Array, Array, A
     return x, lengths, jnp.sum(values * markers, axis=1), pos
 
 
-def init_params(key: Array, hidden: int) -> Params:
+def init_params(key: Array, hidden: int = Config().hidden) -> Params:
+    """Random LSTM (2 input features, ``hidden`` units) and a dense readout to one score."""
     k_lstm, k_w = jax.random.split(key)
     return Params(lrpjax.init_lstm(k_lstm, 2, hidden, dtype=jnp.float32),
                   jax.random.normal(k_w, (hidden, 1), jnp.float32) / np.sqrt(hidden),
                   jnp.zeros((1,), jnp.float32))
 
 
-def model(params: Params, x: Array, lengths: Array) -> Array:
-    """``x`` ``(B, T, 2)``, ``lengths`` ``(B,)`` -> scores ``(B, 1)`` (the final valid hidden state)."""
+def model(params: Params, x: Array, lengths: Optional[Array] = None) -> Array:
+    """``x`` ``(B, T, 2)``, ``lengths`` ``(B,)`` -> scores ``(B, 1)`` (the final valid hidden state).
+
+    Only lrpjax layers touch ``x``, so the same function trains with ``jax.grad`` and is explained by
+    ``lrpjax.relevance`` / ``lrpjax.explain``.
+    """
     _, (_, h) = lrpjax.lstm(params.lstm, x, lengths=lengths)
     return lrpjax.dense(h, params.w, params.b)
 
 
-def train(key: Array, cfg: Config, log: Any = print) -> tuple[Params, float]:
-    """Adam on the MSE with fresh padded batches each step; returns the parameters and seconds."""
+def train(key: Union[Array, int], cfg: Config = Config(), log: Any = print) -> tuple[Params, float]:
+    """Adam on the MSE with fresh padded batches each step; returns the parameters and seconds.
+
+    ``key`` is a PRNG key or an int seed; ``log`` gets one progress line per ``cfg.chunk`` steps
+    (``log=lambda s: None`` for silence). Seconds include compilation.
+    """
+    if isinstance(key, (int, np.integer)):
+        key = jax.random.key(key)
     k_init, k_data = jax.random.split(key)
     params = init_params(k_init, cfg.hidden)
     opt = optax.chain(optax.clip_by_global_norm(1.0),
@@ -99,7 +123,7 @@ def train(key: Array, cfg: Config, log: Any = print) -> tuple[Params, float]:
 
     def step(carry, k):
         p, s = carry
-        x, lengths, y, _ = make_data(k, cfg.batch, cfg.T, cfg.min_len)
+        x, lengths, y, _ = adding_task(k, cfg.batch, cfg.T, cfg.min_len)
         loss, g = jax.value_and_grad(loss_fn)(p, x, lengths, y)
         updates, s = opt.update(g, s, p)
         return (optax.apply_updates(p, updates), s), loss
@@ -118,8 +142,12 @@ def train(key: Array, cfg: Config, log: Any = print) -> tuple[Params, float]:
     return params, time.perf_counter() - t0
 
 
-def marked_share(relevance: list, pos: np.ndarray) -> np.ndarray:
-    """Per sequence: share of ``sum_t |relevance_t|`` on the two marked steps ``pos`` ``(n, 2)``."""
+def marked_share(relevance: Any, pos: np.ndarray) -> np.ndarray:
+    """Per sequence: share of ``sum_t |relevance_t|`` on the two marked steps ``pos`` ``(n, 2)``.
+
+    ``relevance``: one array per sequence (a list of per-step relevances, as in the Parquet column, or
+    an array ``(n, T)``); a ``(T, F)`` entry counts ``|relevance|`` element-wise over the features.
+    """
     out = np.empty(len(relevance))
     for i, r in enumerate(relevance):
         a = np.abs(np.asarray(r, np.float64))
@@ -142,7 +170,7 @@ def run(out: Path, n: Optional[int] = None, quick: bool = False, seed: int = 0,
           f"{jax.local_device_count()} device(s)")
     k_train, k_test = jax.random.split(jax.random.key(seed))
     params, t_train = train(k_train, cfg)
-    x, lengths, y, pos = (np.asarray(a) for a in make_data(k_test, cfg.n, cfg.T, cfg.min_len))
+    x, lengths, y, pos = (np.asarray(a) for a in adding_task(k_test, cfg.n, cfg.T, cfg.min_len))
     pred = np.asarray(jax.jit(model)(params, x, lengths))[:, 0]
     mse, base = float(np.mean((pred - y) ** 2)), float(np.var(y))
     print(f"training: {t_train:.1f} s; held-out MSE {mse:.5f} (predict-the-mean baseline {base:.5f}, "
