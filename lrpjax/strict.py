@@ -115,6 +115,15 @@ def out_taint(eqn, ins: list[bool]) -> list[bool]:
     return _eqn(eqn, ins, [], False, None)
 
 
+def _scan_counts(p: dict) -> tuple[int, int]:
+    """``(num_consts, num_carry)`` of a scan equation: explicit params up to jax 0.10, packed in the
+    ``ft_in`` flat tree ``(consts, carry, xs)`` from jax 0.11 on."""
+    if "num_consts" in p:
+        return p["num_consts"], p["num_carry"]
+    consts, carry, _ = p["ft_in"].unpack()
+    return len(list(consts)), len(list(carry))
+
+
 def _eqn(eqn, ins: list[bool], found: list, top: bool = False,
          rewrites: Optional[list] = None) -> list[bool]:
     from lrpjax import rewrite
@@ -129,7 +138,7 @@ def _eqn(eqn, ins: list[bool], found: list, top: bool = False,
         return [_rule_name(eqn) != "no_relevance"] * n_out
     if name == "scan":
         body = _open(p["jaxpr"])
-        return _fixpoint(body, p["num_consts"], p["num_carry"], ins, found, 0)
+        return _fixpoint(body, *_scan_counts(p), ins, found, 0)
     if name == "while":
         cn, bn = p["cond_nconsts"], p["body_nconsts"]
         body = _open(p["body_jaxpr"])
