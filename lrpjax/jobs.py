@@ -699,11 +699,18 @@ def _make_step(spec: ModelSpec, method: str, target_mode, eps: float, bias_facto
                strict: bool, full: bool, counter: list) -> Callable:
     import lrpjax
     from lrpjax import rules
+    from lrpjax.relevance import full_precision
 
     apply = spec.apply
 
     def step(x, lengths, tgt):
         counter[0] += 1            # runs once per trace = per compilation
+        # both methods with full float32 matmuls (see lrpjax.relevance.full_precision): LRP needs it
+        # on GPU/TPU, and the gradient baseline is then computed like for like
+        with full_precision():
+            return traced_step(x, lengths, tgt)
+
+    def traced_step(x, lengths, tgt):
         fn = lambda z: apply(z, lengths)
         t = None if target_mode == "pred" else tgt
         if method == "lrp":

@@ -121,8 +121,28 @@ def _tracing(cfg: rules.RuleConfig, sinks, model_fn=None):
         yield ctx
 
 
+def full_precision():
+    """Context in which float32 matrix products are computed in full float32 (``"highest"``), unless
+    the user set ``jax_default_matmul_precision`` themselves.
+
+    LRP divides by the forward pre-activations ``z + eps * sign(z)``. On NVIDIA GPUs (TF32) and TPUs
+    (bfloat16 passes) the default float32 matmul keeps about 10 mantissa bits: ``z`` moves by ~1e-3
+    relative, and the relevance of units whose inputs nearly cancel by far more (measured on an H100:
+    up to 28 % of the largest relevance of a sentence, vs 3e-6 with full precision). The relevance
+    pass therefore traces the model and the rules under this context; on CPU it changes nothing.
+    """
+    if jax.config.jax_default_matmul_precision is not None:
+        return contextlib.nullcontext()
+    return jax.default_matmul_precision("highest")
+
+
 def _compute(model_fn: Callable, x: PyTree, target, eps, bias_factor, gate, strict):
     """Shared core: returns (relevance, scores, target, state_relevance)."""
+    with full_precision():
+        return _compute_traced(model_fn, x, target, eps, bias_factor, gate, strict)
+
+
+def _compute_traced(model_fn: Callable, x: PyTree, target, eps, bias_factor, gate, strict):
     cfg = rules.make_config(eps, bias_factor, gate)
     if not isinstance(strict, bool):
         raise ValueError(f"strict must be True or False, got {strict!r}.")

@@ -37,7 +37,7 @@ step() { echo; echo "=== $1"; shift; "$@" || { echo "=== FAILED (status $?): $*"
 step "correctness on the GPU (vs the CPU backend)" "$PY" - "$DATA" <<'EOF'
 import os, sys
 import numpy as np, jax, jax.numpy as jnp, lrpjax
-jax.config.update("jax_default_matmul_precision", "highest")   # full float32 (no TF32) for the check
+# no precision setting here: lrpjax.relevance asks for full float32 matmuls itself (TF32 would change R)
 data = sys.argv[1]
 path = os.path.join(data, "weights.npz")
 if os.path.exists(path):
@@ -72,7 +72,8 @@ print("correctness:", "OK" if ok else "MISMATCH")
 sys.exit(0 if ok else 1)
 EOF
 
-step "bench_core, B=4096" "$PY" scripts/bench_core.py --batch 4096 --repeats 11 --oracle-samples 4
+step "bench_core, B=4096" "$PY" scripts/bench_core.py --batch 4096 --repeats 11 --oracle-samples 4 \
+  --weights "$DATA/weights.npz"
 step "bench_flax" "$PY" scripts/bench_flax.py --repeats 11
 step "bench_attribute, batch 4096" "$PY" scripts/bench_attribute.py --batch-size 4096 --repeat 40 \
   --data "$DATA" --numpy-samples 100

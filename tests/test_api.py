@@ -273,3 +273,19 @@ print(json.dumps({"R": np.asarray(R, np.float64).tolist(),
     x32 = f64(np.asarray(x, np.float32))
     R64 = lrpjax.relevance(m64, x32, 1)
     np.testing.assert_allclose(res["R"], R64, rtol=1e-5, atol=1e-5 * float(jnp.abs(R64).max()))
+
+
+def test_relevance_uses_full_float32_matmuls_unless_the_user_chose_a_precision():
+    """LRP divides by forward pre-activations: reduced-precision float32 matmuls (TF32 on GPUs) would
+    change the relevance, so the relevance pass asks for HIGHEST unless a default precision is set."""
+    p = lrpjax.init_lstm(jax.random.key(0), 3, 4)
+    fn = lambda x: lrpjax.relevance(lambda z: lrpjax.lstm(p, z)[1][1], x)
+    x = np.ones((2, 5, 3), np.float32)
+    text = jax.make_jaxpr(fn)(x).pretty_print()
+    n_dots = text.count("dot_general[")
+    assert n_dots > 0 and text.count("precision=(Precision.HIGHEST, Precision.HIGHEST)") == n_dots
+    with jax.default_matmul_precision("bfloat16"):
+        text = jax.make_jaxpr(fn)(x).pretty_print()
+    assert "Precision.HIGHEST" not in text
+    # plain calls of the model outside lrpjax are untouched
+    assert "Precision.HIGHEST" not in jax.make_jaxpr(lambda z: lrpjax.lstm(p, z)[1][1])(x).pretty_print()
