@@ -1132,9 +1132,9 @@ def _check_processes(process_index, process_count, jp: int, jn: int) -> tuple[in
     if not _is_int(process_index) or not 0 <= process_index < process_count:
         raise JobError(f"process_index must be an int in [0, {process_count}) for process_count="
                        f"{process_count}, got {process_index!r}.")
-    if jn > 1 and (process_index, process_count) != (jp, jn):
-        raise JobError(f"under jax.distributed this is process {jp} of {jn}: leave process_index and "
-                       f"process_count out, or give exactly these (got {process_index} of {process_count}).")
+    if jn > 1 and process_count == jn and process_index != jp:
+        raise JobError(f"under jax.distributed this is process {jp} of {jn}, not {process_index}: leave "
+                       f"process_index and process_count out.")
     return int(process_index), int(process_count)
 
 
@@ -1182,8 +1182,11 @@ class _Sync:
 
     @staticmethod
     def create(process_index, process_count) -> "_Sync":
+        """Under jax.distributed (``jax.process_count() > 1``) the job is the JAX processes' unless
+        other counts are given: ``process_index=0, process_count=1`` = a call on this process alone."""
         jp, jn = jax.process_index(), jax.process_count()
-        world = _Sync(jp, jn, _jax_sync_mode()) if jn > 1 else None
+        joint = jn > 1 and process_count in (None, jn)
+        world = _Sync(jp, jn, _jax_sync_mode()) if joint else None
         try:
             p, n = _check_processes(process_index, process_count, jp, jn)
         except JobError as e:
@@ -1298,8 +1301,9 @@ class _Sync:
                                f"(lrpjax.jobs.BARRIER_TIMEOUT_S); is it still running?")
             if not told and not self.quiet and waited > LOG_EVERY_S:
                 told = True
-                print(f"[lrpjax attribute {self.p}/{self.n}] waiting for process {q} {what}",
-                      file=sys.stderr, flush=True)
+                print(f"[lrpjax attribute {self.p}/{self.n}] waiting for process {q} {what} (every JAX "
+                      f"process must make this call; on one process alone pass process_index=0, "
+                      f"process_count=1)", file=sys.stderr, flush=True)
 
     def _gather(self, values: Sequence[int], failed: bool = False) -> np.ndarray:
         from jax.experimental import multihost_utils
@@ -1308,8 +1312,10 @@ class _Sync:
         row[2:2 + len(values)] = values
         try:
             table = np.asarray(multihost_utils.process_allgather(row)).astype(np.int64)
-        except Exception as e:
+        except BaseException as e:     # (an interrupt too: no second meeting to announce it)
             self.broken = True
+            if not isinstance(e, Exception):
+                raise
             raise JobError(f"process {self.p} could not meet the other processes ({self.phase}): "
                            f"{_one_line(e)[:300]}") from e
         if (table[:, 0] != row[0]).any():
@@ -1511,8 +1517,9 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
         process ``p`` of ``n`` explains and writes input shard ``k`` iff ``k % n == p`` (every process
         reads the whole input to find the shard boundaries, but validates and explains only its own
         shards). Default: ``jax.process_index()`` / ``jax.process_count()``, i.e. a single process
-        unless :func:`jax.distributed.initialize` was called; give both or neither. See "Several
-        processes" below.
+        unless :func:`jax.distributed.initialize` was called; give both or neither. Under
+        ``jax.distributed`` every process must then make the call; a call made by one process alone
+        needs ``process_index=0, process_count=1``. See "Several processes" below.
     Returns:
       a :class:`JobSummary` (with several processes: see its docstring for what each count covers).
     Raises:
