@@ -126,8 +126,7 @@ def dist(data, tmp_path_factory):
 # jax.distributed: two processes of the command line
 
 def test_two_processes_write_the_single_process_output(dist, reference):
-    out, results, seconds = dist
-    assert seconds < 60
+    out, results, _ = dist
     for i, (_, so, _) in enumerate(results):
         assert f"process {i} of 2: " in so
         assert f"job complete: {N} examples ({N - 2} explained, 2 errors) in 5 shard(s)" in so
@@ -183,14 +182,12 @@ def test_process_0_alone_refuses_changed_settings(dist, data, tmp_path):
 
 def test_a_failing_process_stops_the_other(data, tmp_path):
     out = tmp_path / "out"
-    t0 = time.perf_counter()
-    results = run_two(data, out, per_process=([], ["--model", f"{MODELS}:broken"]))
+    results = run_two(data, out, per_process=([], ["--model", f"{MODELS}:broken"]))   # no hang (timeout)
     (rc0, _, err0), (rc1, _, err1) = results
     assert (rc0, rc1) == (2, 2), (err0[-2000:], err1[-2000:])
     assert "failed: RuntimeError: checkpoint missing" in err1
     assert "process 1 of 2 failed, so process 0 stopped too" in err0 and "checkpoint missing" in err0
     assert "run all processes again to resume" in err0
-    assert time.perf_counter() - t0 < 60
     # process 0 set up the directory and may have written some of its shards, never a complete job
     assert json.loads((out / "manifest.json").read_text())["status"] == "running"
     assert not (out / "errors.parquet").exists()
