@@ -53,6 +53,27 @@ input formats (--data):
 output (--out): part-NNNNN.parquet (one per shard: index, id, label, length, target, score,
   relevance [, relevance_full] [, tokens]), errors.parquet (index, id, reason), manifest.json.
   Read with pyarrow: pq.ParquetDataset(sorted(glob.glob("out/part-*.parquet"))).read()
+
+several processes or hosts (--distributed):
+  Start the same command once per process, each with its own --process-id. It calls
+  jax.distributed.initialize(); process I of N explains the input shards k with k % N == I (each
+  process reads the whole input but checks and explains only its shards, on its own local devices),
+  and all write into one --out directory that every process can reach (a shared filesystem, the same
+  path everywhere). Process 0 sets up --out and, once all have finished, merges errors.parquet and
+  completes manifest.json: the result equals a single-process run, and re-running the same commands
+  resumes. Two processes on one machine (CPU is fine):
+
+    lrpjax attribute --model my_model.py:make --data data.npz --out attr/ --distributed \\
+        --coordinator 127.0.0.1:12345 --num-processes 2 --process-id 0 &
+    lrpjax attribute --model my_model.py:make --data data.npz --out attr/ --distributed \\
+        --coordinator 127.0.0.1:12345 --num-processes 2 --process-id 1
+
+  On several hosts give process 0's host name or address and a free port. Flags left out come from
+  the environment: JAX reads JAX_COORDINATOR_ADDRESS (HOST:PORT; also JAX_COORDINATOR_BIND_ADDRESS
+  and JAX_LOCAL_DEVICE_IDS), lrpjax reads JAX_NUM_PROCESSES and JAX_PROCESS_ID (JAX 0.10 itself does
+  not), and under Slurm (SLURM_*), Open MPI (OMPI_*), Cloud TPU or a Kubernetes indexed Job JAX
+  detects all three. If a process fails, the others stop with an error naming it; run all again to
+  resume.
 """
 
 
@@ -76,6 +97,24 @@ def _positive(value: str) -> int:
     if k < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {k}")
     return k
+
+
+def _non_negative(value: str) -> int:
+    try:
+        k = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value!r}")
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {k}")
+    return k
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT (process 0's address and a free port), "
+                                         f"got {value!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="auto (default): a progress bar on a terminal, a log line every 10 s otherwise")
     at.add_argument("--traceback", action="store_true",
                     help="show the full traceback of errors (for debugging a model factory)")
+    dist = at.add_argument_group("several processes or hosts (see below)")
+    dist.add_argument("--distributed", action="store_true",
+                      help="one of several processes: call jax.distributed.initialize() first, then "
+                           "explain only this process's share of the shards")
+    dist.add_argument("--coordinator", type=_host_port, default=None, metavar="HOST:PORT",
+                      help="process 0's address and a free port, the same for every process (default: "
+                           "$JAX_COORDINATOR_ADDRESS, or detected by JAX), e.g. --coordinator "
+                           "10.0.0.1:12345")
+    dist.add_argument("--num-processes", type=_positive, default=None, metavar="N",
+                      help="number of processes (default: $JAX_NUM_PROCESSES, or detected by JAX), "
+                           "e.g. --num-processes 2")
+    dist.add_argument("--process-id", type=_non_negative, default=None, metavar="I",
+                      help="this process's id in 0..N-1 (default: $JAX_PROCESS_ID, or detected by "
+                           "JAX), e.g. --process-id 0")
+    dist.add_argument("--init-timeout", type=_positive, default=None, metavar="S",
+                      help="seconds to wait for all processes to connect at the start (default 300)")
 
     dm = sub.add_parser("demo", help="train a small LSTM on the adding task and explain 10,000 "
                         "sequences with a dataset job",
@@ -227,20 +282,83 @@ def _one_line(e) -> str:
     return " ".join(str(e).split())
 
 
+def _env_int(name: str, minimum: int) -> Optional[int]:
+    from lrpjax.jobs import JobError
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        k = int(value)
+    except ValueError:
+        k = None
+    if k is None or k < minimum:
+        raise JobError(f"the environment variable {name}={value!r} must be an integer >= {minimum}.")
+    return k
+
+
+DISTRIBUTED_HINT = ("check that every process gets the same --coordinator HOST:PORT (process 0's address "
+                    "and a port free there, reachable from every process) and the same --num-processes N, "
+                    "and its own --process-id in 0..N-1 (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                    "JAX_PROCESS_ID; JAX detects them itself only under Slurm, Open MPI, Cloud TPU and "
+                    "Kubernetes), and that all N processes start within --init-timeout seconds (default "
+                    "300).")
+
+
+def _start_distributed(args) -> None:
+    """``--distributed``: ``jax.distributed.initialize()`` -- before anything initialises JAX's backend
+    (importing lrpjax does not; the model factory may)."""
+    from lrpjax.jobs import JobError
+    flags = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
+             "--process-id": args.process_id, "--init-timeout": args.init_timeout}
+    if not args.distributed:
+        given = [f for f, v in flags.items() if v is not None]
+        if given:
+            raise JobError(f"{', '.join(given)} only apply to several processes: add --distributed.")
+        return
+    kwargs = {"coordinator_address": args.coordinator,
+              "num_processes": args.num_processes if args.num_processes is not None
+              else _env_int("JAX_NUM_PROCESSES", 1),
+              "process_id": args.process_id if args.process_id is not None
+              else _env_int("JAX_PROCESS_ID", 0)}
+    if args.init_timeout is not None:
+        kwargs["initialization_timeout"] = args.init_timeout
+    import jax
+    try:
+        jax.distributed.initialize(**kwargs)
+    except Exception as e:
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise JobError(f"--distributed: jax.distributed.initialize({shown}) failed: {type(e).__name__}: "
+                       f"{_one_line(e)[:300].rstrip('.')}; {DISTRIBUTED_HINT}") from e
+
+
 def _attribute(args) -> int:
     from lrpjax import jobs
-    spec = load_model(args.model, args.model_arg)
+    try:
+        spec = load_model(args.model, args.model_arg)
+    except BaseException as e:
+        if args.distributed:
+            jobs._announce_failure(e)       # the other processes would wait for this one
+        raise
     progress = {"auto": None, "tqdm": "tqdm", "log": "log", "none": False}[args.progress]
     s = jobs.attribute_dataset(
         spec, args.data, args.out, method=args.method, batch_size=args.batch_size, eps=args.eps,
         bias_factor=args.bias_factor, gate=args.gate, target=args.target, full=args.full,
         max_length=args.max_length, bucket_step=args.bucket_step, shard_size=args.shard_size,
         overwrite=args.overwrite, progress=progress, strict=not args.no_strict)
-    print(f"{PROG} attribute: {s.n_examples} examples ({s.n_explained} explained, {s.n_errors} errors) "
-          f"-> {s.out_dir}: {s.n_shards_written} shard(s) written, {s.n_shards_skipped} skipped "
-          f"(already complete); {s.compilations} compilation(s); {s.seconds:.1f} s, "
-          f"{s.examples_per_second:.0f} examples/s")
-    if s.n_errors:
+    if s.process_count == 1:
+        print(f"{PROG} attribute: {s.n_examples} examples ({s.n_explained} explained, {s.n_errors} errors) "
+              f"-> {s.out_dir}: {s.n_shards_written} shard(s) written, {s.n_shards_skipped} skipped "
+              f"(already complete); {s.compilations} compilation(s); {s.seconds:.1f} s, "
+              f"{s.examples_per_second:.0f} examples/s")
+    else:
+        print(f"{PROG} attribute: process {s.process_index} of {s.process_count}: {s.process_examples} "
+              f"examples ({s.process_examples - s.process_errors} explained, {s.process_errors} errors): "
+              f"{s.n_shards_written} shard(s) written, {s.n_shards_skipped} skipped (already complete); "
+              f"{s.compilations} compilation(s); {s.seconds:.1f} s, {s.examples_per_second:.0f} examples/s")
+        state = "complete" if s.complete else "not complete yet (other processes still working)"
+        print(f"{PROG} attribute: job {state}: {s.n_examples} examples ({s.n_explained} explained, "
+              f"{s.n_errors} errors) in {s.n_shards} shard(s) -> {s.out_dir}")
+    if s.n_errors and s.complete:
         print(f"  bad examples and reasons: {Path(s.out_dir) / jobs.ERRORS}")
     return 0
 
@@ -252,6 +370,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from lrpjax import demo, jobs
     try:
         if args.command == "attribute":
+            _start_distributed(args)    # first: before anything initialises JAX's backend
             return _attribute(args)
         demo.run(Path(args.out), n=args.n, quick=args.quick, seed=args.seed)
         return 0

@@ -42,16 +42,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import glob
 import hashlib
 import importlib.metadata
 import itertools
 import json
 import os
+import re
 import struct
 import sys
 import time
 import zipfile
+import zlib
 from collections import OrderedDict, defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
@@ -68,6 +71,8 @@ ERRORS = "errors.parquet"
 SHARD_ERRORS_DIR = "shard-errors"
 LOG_EVERY_S = 10.0          # progress line interval when stderr is not a terminal
 FORMAT_VERSION = 1
+WAIT_FOR_PROCESS_0_S = 600.0    # without jax.distributed: how long process p > 0 waits for process 0
+BARRIER_TIMEOUT_S: Optional[float] = None   # under jax.distributed: None = wait as long as it takes
 
 
 class JobError(ValueError):
@@ -168,6 +173,15 @@ class JobSummary:
     for this call only. ``compilations`` counts the new traces of the jitted step (one per batch
     shape): a later job in the same process with the same model function and rule options reuses the
     compiled buckets and reports only the new ones (often 0).
+
+    With several processes (``process_count > 1``) each process returns its own summary:
+    ``n_examples``, ``n_errors``, ``n_explained`` and ``n_shards`` are those of the whole job (every
+    process's shards: the manifest's counts), while ``n_shards_written``, ``n_shards_skipped``,
+    ``process_examples``, ``process_errors``, ``compilations``, ``seconds`` and ``examples_per_second``
+    are this process's. ``complete`` says whether the whole job is finished (``manifest.json`` status
+    ``complete``); it is always True for one process and under ``jax.distributed``. Without
+    ``jax.distributed`` a process that finishes while others still work returns ``complete=False``, and
+    its ``n_errors`` counts the errors of the shards complete so far.
     """
 
     n_examples: int
@@ -178,6 +192,12 @@ class JobSummary:
     seconds: float
     examples_per_second: float
     out_dir: str
+    process_index: int = 0
+    process_count: int = 1
+    n_shards: int = 0
+    complete: bool = True
+    process_examples: int = 0
+    process_errors: int = 0
 
     @property
     def n_explained(self) -> int:
@@ -761,6 +781,7 @@ class _CachedStep:
     fn: Callable                # jax.jit(step) with rows sharded over the local devices
     counter: list               # [traces so far] = compilations (one per batch shape)
     devices: tuple
+    sharding: Any               # rows split over the local devices (1-D mesh "data")
 
 
 _STEP_CACHE: "OrderedDict[tuple, _CachedStep]" = OrderedDict()
@@ -786,7 +807,8 @@ def _cached_step(spec: ModelSpec, method: str, target_mode, eps: float, bias_fac
     # with device_put first would put sharding-typed avals into the trace (a `reshard` inside
     # jnp.where, which strict mode refuses).
     sharding = NamedSharding(Mesh(np.array(devices), ("data",)), P("data"))
-    entry = _CachedStep(spec.apply, jax.jit(step, in_shardings=(sharding,) * 3), counter, devices)
+    entry = _CachedStep(spec.apply, jax.jit(step, in_shardings=(sharding,) * 3), counter, devices,
+                        sharding)
     _STEP_CACHE[key] = entry
     while len(_STEP_CACHE) > _STEP_CACHE_SIZE:
         _STEP_CACHE.popitem(last=False)
@@ -815,7 +837,7 @@ class _Runner:
                  bucket_step: int, max_length: Optional[int], features: Optional[int]):
         self.spec, self.target_mode = spec, target_mode
         self.n_devices = len(step.devices)
-        self.step = step.fn
+        self.step, self.sharding = step.fn, step.sharding
         self.batch = -(-batch_size // self.n_devices) * self.n_devices
         self.bucket_step, self.max_length, self.features = bucket_step, max_length, features
         self.bucket_lengths: set = set()
@@ -996,11 +1018,37 @@ def _complete_rows(path: Path, job_key: str) -> Optional[int]:
         return None
 
 
-def _own_files(out: Path) -> list:
-    """Every file a job writes into ``out`` (for overwrite=True)."""
-    pats = ["part-*.parquet", ERRORS, MANIFEST, ".*.tmp", f"{SHARD_ERRORS_DIR}/errors-*.parquet",
-            f"{SHARD_ERRORS_DIR}/.*.tmp"]
+def _own_files(out: Path, shard_tmp: bool = True) -> list:
+    """Every file a job writes into ``out`` (for overwrite=True); ``shard_tmp=False``: not the temporary
+    files of shards (with several processes they belong to their writers)."""
+    pats = ["part-*.parquet", ERRORS, MANIFEST, f"{SHARD_ERRORS_DIR}/errors-*.parquet"]
+    pats += [".*.tmp", f"{SHARD_ERRORS_DIR}/.*.tmp"] if shard_tmp else [f".{MANIFEST}.*.tmp", f".{ERRORS}.*.tmp"]
     return sorted({Path(p) for pat in pats for p in glob.glob(str(out / pat))})
+
+
+def _remove_stale_tmp(out: Path, p: int, n: int) -> None:
+    """Remove the temporary files of an interrupted run: all of them for one process; with ``n``
+    processes, process ``p`` removes those of its shards (``k % n == p``), process 0 also those of
+    ``manifest.json`` / ``errors.parquet``."""
+    for f in glob.glob(str(out / ".*.tmp")) + glob.glob(str(out / SHARD_ERRORS_DIR / ".*.tmp")):
+        if n > 1:
+            m = re.match(r"\.(?:part|errors)-(\d+)\.parquet\.", os.path.basename(f))
+            if (int(m.group(1)) % n if m else 0) != p:
+                continue
+        with contextlib.suppress(OSError):
+            os.unlink(f)
+
+
+def _scan_shards(out: Path, n_shards: int, job_key: str) -> tuple[list, int]:
+    """(shards without both complete files of this job, errors in the complete ones)."""
+    missing, n_errors = [], 0
+    for k in range(n_shards):
+        rows = _complete_rows(_shard_errors_path(out, k), job_key)
+        if rows is None or _complete_rows(_part_path(out, k), job_key) is None:
+            missing.append(k)
+        else:
+            n_errors += rows
+    return missing, n_errors
 
 
 @contextlib.contextmanager
@@ -1013,17 +1061,69 @@ def _lock(out: Path):
         return
     path = out / ".lock"
     f = open(path, "a+")
+    acquired = False
     try:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             raise JobError(f"another attribution job is writing to {out}; wait for it or use another "
                            f"out_dir.") from e
+        acquired = True
         yield
     finally:
         f.close()
-        with contextlib.suppress(OSError):
-            path.unlink()
+        if acquired:            # never the lock file of the job that holds it
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+@contextlib.contextmanager
+def _process_lock(out: Path, p: int):
+    """Process ``p``'s locks in a job of several processes: exclusive on ``.lock-p{p}`` (one writer per
+    process index) and shared on ``.lock`` (keeps a single-process job out; left in place)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield
+        return
+    shared = open(out / ".lock", "a+")
+    own_path = out / f".lock-p{p}"
+    own, acquired = None, False
+    try:
+        try:
+            fcntl.flock(shared.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            raise JobError(f"a single-process attribution job is writing to {out}; wait for it or use "
+                           f"another out_dir.") from e
+        own = open(own_path, "a+")
+        try:
+            fcntl.flock(own.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            raise JobError(f"another process {p} of an attribution job is writing to {out} ({own_path.name}): "
+                           f"every process of a job needs its own process index.") from e
+        acquired = True
+        yield
+    finally:
+        if own is not None:
+            own.close()
+        shared.close()
+        if acquired:
+            with contextlib.suppress(OSError):
+                own_path.unlink()
+
+
+@contextlib.contextmanager
+def _final_lock(out: Path):
+    """Blocking exclusive lock on ``.lock-final`` (several processes without jax.distributed): process 0's
+    set-up and the finalization of the job never overlap."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock
+        yield
+        return
+    with open(out / ".lock-final", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1086,6 +1186,299 @@ def _fmt_s(s: float) -> str:
     if s >= 3600:
         return f"{s // 3600}h{s // 60 % 60:02d}m"
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+# ----------------------------------------------------------------------------------------------
+# Several processes: who does what, and where they meet
+
+_STATS = ("process", "shards_written", "shards_skipped", "examples", "errors", "explained", "compilations",
+          "milliseconds")
+_SYNC_CALLS = itertools.count(1)    # numbers the multi-process calls (the same on every process)
+
+
+class _PeerFailed(JobError):
+    """Another process of the job failed; this one stops too (and does not report a failure itself)."""
+
+
+def _check_processes(process_index, process_count, jp: int, jn: int) -> tuple[int, int]:
+    if process_index is None and process_count is None:
+        return jp, jn
+    if process_index is None or process_count is None:
+        raise JobError("give both process_index and process_count, or neither (default: "
+                       "jax.process_index() and jax.process_count()).")
+    if not _is_int(process_count) or process_count < 1:
+        raise JobError(f"process_count must be a positive int, got {process_count!r}.")
+    if not _is_int(process_index) or not 0 <= process_index < process_count:
+        raise JobError(f"process_index must be an int in [0, {process_count}) for process_count="
+                       f"{process_count}, got {process_index!r}.")
+    if jn > 1 and process_count == jn and process_index != jp:
+        raise JobError(f"under jax.distributed this is process {jp} of {jn}, not {process_index}: leave "
+                       f"process_index and process_count out.")
+    return int(process_index), int(process_count)
+
+
+def _jax_sync_mode() -> str:
+    """"kv" (the coordination service's key-value store) when jax.distributed's client offers it, else
+    "collectives" (``multihost_utils.process_allgather``); ``LRPJAX_SYNC=collectives`` forces the latter."""
+    if os.environ.get("LRPJAX_SYNC") == "collectives":
+        return "collectives"
+    try:
+        from jax._src import distributed
+        client = distributed.global_state.client
+    except Exception:  # pragma: no cover - a JAX without it
+        client = None
+    needs = ("key_value_set", "blocking_key_value_get", "key_value_dir_get")
+    return "kv" if client is not None and all(hasattr(client, m) for m in needs) else "collectives"
+
+
+class _Sync:
+    """Where the processes of one job meet. ``mode``:
+
+    * ``"single"``: one process, nothing to meet.
+    * ``"kv"`` (jax.distributed): messages in JAX's coordination service (key-value store), under a
+      prefix numbered per call. Process 0 posts ``setup`` (the job key) once ``out_dir`` is ready; every
+      process posts ``shards/{p}`` (its counts) when its shards are written; process 0 waits for all of
+      them, finalizes and posts ``final``, which the others wait for. A failing process posts
+      ``failed/{p}``; the others look for it while they wait and before each shard.
+    * ``"collectives"`` (jax.distributed without that store): the same three meetings as
+      ``multihost_utils.process_allgather`` of a row of ints (every process joins every meeting, a
+      failing one with a flag). XLA's CPU collectives give up after 30 minutes
+      (``--xla_cpu_collective_timeout_seconds``), which is why "kv" is preferred.
+    * ``"files"`` (process_index / process_count given without jax.distributed): process ``p > 0`` waits
+      for ``manifest.json`` to hold the job key; the process that completes the job finalizes it.
+    """
+
+    def __init__(self, p: int, n: int, mode: str):
+        self.p, self.n, self.mode = p, n, mode
+        self.phase = "setup"
+        self.quiet = False
+        self.client, self.prefix, self.broken = None, "", False
+        if mode == "kv":
+            from jax._src import distributed
+            self.client = distributed.global_state.client
+        if mode in ("kv", "collectives"):
+            self.prefix = f"lrpjax/attribute/{next(_SYNC_CALLS)}"
+
+    @staticmethod
+    def create(process_index, process_count) -> "_Sync":
+        """Under jax.distributed (``jax.process_count() > 1``) the job is the JAX processes' unless
+        other counts are given: ``process_index=0, process_count=1`` = a call on this process alone."""
+        jp, jn = jax.process_index(), jax.process_count()
+        joint = jn > 1 and process_count in (None, jn)
+        world = _Sync(jp, jn, _jax_sync_mode()) if joint else None
+        try:
+            p, n = _check_processes(process_index, process_count, jp, jn)
+        except JobError as e:
+            if world is not None:
+                world.fail(e)
+            raise
+        return world if world is not None else _Sync(p, n, "single" if n == 1 else "files")
+
+    def describe(self) -> str:
+        return {"single": "one process", "kv": "jax.distributed (coordination service)",
+                "collectives": "jax.distributed (collectives)",
+                "files": "independent processes (no jax.distributed)"}[self.mode]
+
+    # -- the meetings
+    def setup_done(self, out: Path, job_key: str) -> None:
+        """After process 0 prepared ``out`` (manifest written): the others may start writing."""
+        if self.mode == "kv":
+            if self.p == 0:
+                self._kv_set("setup", {"job_key": job_key})
+            else:
+                self._same_job(self._kv_get("setup", 0, "to set up the output directory")["job_key"], job_key)
+        elif self.mode == "collectives":
+            table = self._gather([int(job_key[:7], 16)])
+            self._same_job(int(table[0, 2]), int(job_key[:7], 16))
+        elif self.mode == "files" and self.p != 0:
+            _wait_for_manifest(out, job_key, self.p, self.n)
+        self.phase = "shards"           # (a failure from here on is reported at the next meeting)
+        if self.p != 0 and self.mode in ("kv", "collectives"):
+            _check_shared(out, job_key, self.p)
+
+    def shards_done(self, stats: dict) -> Optional[list]:
+        """After this process's shards: every process's counts on process 0 (None where not known)."""
+        stats = {**stats, "process": self.p}
+        result = None
+        if self.mode == "single":
+            result = [stats]
+        elif self.mode == "kv":
+            self._kv_set(f"shards/{self.p}", stats)
+            if self.p == 0:
+                result = [stats] + [self._kv_get(f"shards/{q}", q, "to finish its shards")
+                                    for q in range(1, self.n)]
+        elif self.mode == "collectives":
+            table = self._gather([stats[k] for k in _STATS])
+            result = [dict(zip(_STATS, (int(v) for v in row[2:2 + len(_STATS)]))) for row in table]
+        self.phase = "final"
+        return result
+
+    def final_done(self, final: Optional[dict]) -> dict:
+        """After process 0 finalized the job: its result for every process."""
+        if self.mode == "kv":
+            if self.p == 0:
+                self._kv_set("final", final)
+                return final
+            return self._kv_get("final", 0, "to finish the job")
+        if self.mode == "collectives":
+            table = self._gather([int(final["complete"]), final["errors"]] if self.p == 0 else [])
+            return {"complete": bool(table[0, 2]), "errors": int(table[0, 3])}
+        return final
+
+    def check(self) -> None:
+        """Raise if another process has failed (kv mode; between shards)."""
+        if self.mode == "kv":
+            self._raise_peer_failures()
+
+    def fail(self, e: BaseException) -> None:
+        """This process fails: tell the others (never raises)."""
+        if self.n == 1 or isinstance(e, _PeerFailed) or self.broken:
+            return
+        msg = _one_line(e) if isinstance(e, JobError) else (
+            f"{type(e).__name__}: {_one_line(e)}" if str(e) else type(e).__name__)
+        with contextlib.suppress(Exception):
+            if self.mode == "kv":
+                self._kv_set(f"failed/{self.p}", msg[:500])
+            elif self.mode == "collectives":
+                self._gather([], failed=True)
+
+    # -- helpers
+    def _same_job(self, theirs, mine) -> None:
+        if self.p != 0 and theirs != mine:
+            raise JobError(f"process {self.p} runs another job than process 0 (a different model, model "
+                           f"arguments, options or input): give every process the same command, apart "
+                           f"from its process id.")
+
+    def _kv_set(self, key: str, value) -> None:
+        self.client.key_value_set(f"{self.prefix}/{key}", json.dumps(value))
+
+    def _raise_peer_failures(self) -> None:
+        try:
+            entries = self.client.key_value_dir_get(f"{self.prefix}/failed/")
+        except Exception:
+            return
+        failed = sorted((int(k.rsplit("/", 1)[1]), json.loads(v)) for k, v in entries)
+        failed = [(q, msg) for q, msg in failed if q != self.p]
+        if failed:
+            q, msg = failed[0]
+            raise _PeerFailed(f"process {q} of {self.n} failed, so process {self.p} stopped too (finished "
+                              f"shards are kept: run all processes again to resume). Process {q}: {msg}")
+
+    def _kv_get(self, key: str, q: int, what: str):
+        t0, told = time.monotonic(), False
+        while True:
+            try:
+                return json.loads(self.client.blocking_key_value_get(f"{self.prefix}/{key}", 1000))
+            except Exception as e:
+                if "DEADLINE_EXCEEDED" not in str(e):
+                    raise JobError(f"process {self.p} lost the JAX coordination service while waiting for "
+                                   f"process {q} {what}: {_one_line(e)[:300]}") from e
+            self._raise_peer_failures()
+            waited = time.monotonic() - t0
+            if BARRIER_TIMEOUT_S is not None and waited > BARRIER_TIMEOUT_S:
+                raise JobError(f"process {self.p} waited {waited:.0f} s for process {q} {what} "
+                               f"(lrpjax.jobs.BARRIER_TIMEOUT_S); is it still running?")
+            if not told and not self.quiet and waited > LOG_EVERY_S:
+                told = True
+                print(f"[lrpjax attribute {self.p}/{self.n}] waiting for process {q} {what} (every JAX "
+                      f"process must make this call; on one process alone pass process_index=0, "
+                      f"process_count=1)", file=sys.stderr, flush=True)
+
+    def _gather(self, values: Sequence[int], failed: bool = False) -> np.ndarray:
+        from jax.experimental import multihost_utils
+        row = np.zeros(2 + len(_STATS), np.int64)
+        row[0], row[1] = zlib.crc32(self.phase.encode()) & 0x7FFFFFFF, int(failed)
+        row[2:2 + len(values)] = values
+        try:
+            table = np.asarray(multihost_utils.process_allgather(row)).astype(np.int64)
+        except BaseException as e:     # (an interrupt too: no second meeting to announce it)
+            self.broken = True
+            if not isinstance(e, Exception):
+                raise
+            raise JobError(f"process {self.p} could not meet the other processes ({self.phase}): "
+                           f"{_one_line(e)[:300]}") from e
+        if (table[:, 0] != row[0]).any():
+            self.broken = True
+            raise JobError(f"the processes are out of step ({self.phase}): give every process the same "
+                           f"command and the same number of attribute_dataset calls.")
+        bad = [q for q in range(self.n) if table[q, 1] and q != self.p]
+        if bad and not failed:
+            raise _PeerFailed(f"process {bad[0]} of {self.n} failed (see its error message), so process "
+                              f"{self.p} stopped too; finished shards are kept: run all processes again to "
+                              f"resume.")
+        return table
+
+
+def _announce_failure(error: BaseException) -> None:
+    """A process of a jax.distributed job fails before :func:`attribute_dataset` (e.g. loading the model):
+    tell the others, which would otherwise wait for it."""
+    if jax.process_count() > 1:
+        _Sync(jax.process_index(), jax.process_count(), _jax_sync_mode()).fail(error)
+
+
+def _wait_for_manifest(out: Path, job_key: str, p: int, n: int) -> None:
+    """Without jax.distributed: process ``p > 0`` starts once process 0 set up ``out`` for this job."""
+    path, t0, found = out / MANIFEST, time.monotonic(), None
+    while True:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            found = json.loads(path.read_text(encoding="utf-8")).get("job_key")
+        if found == job_key:
+            return
+        if time.monotonic() - t0 > WAIT_FOR_PROCESS_0_S:
+            what = "none" if found is None else f"one of another job (job_key {str(found)[:12]}...)"
+            raise JobError(f"process {p} of {n} waited {WAIT_FOR_PROCESS_0_S:g} s for process 0 to set up "
+                           f"{out} for this job ({MANIFEST} with job_key {job_key[:12]}...; found {what}): "
+                           f"start process 0 with the same model, options and input (it creates "
+                           f"{MANIFEST}, or says why it cannot), or run all processes under jax.distributed.")
+        time.sleep(0.1)
+
+
+def _check_shared(out: Path, job_key: str, p: int) -> None:
+    found = None
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        found = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("job_key")
+    if found != job_key:
+        raise JobError(f"process {p} does not see the {MANIFEST} that process 0 wrote in {out}: the output "
+                       f"directory must be one directory shared by all processes (the same path on every "
+                       f"host, e.g. on NFS).")
+
+
+def _share(total: Optional[int], shard_size: int, p: int, n: int) -> Optional[int]:
+    """Examples in process ``p``'s shards (None if the input size is unknown)."""
+    if total is None:
+        return None
+    return sum(min(shard_size, total - k * shard_size) for k in range(p, -(-total // shard_size), n))
+
+
+def _note_foreign(recs: list, validator: "_Validator", tokens: bool) -> None:
+    """Another process's shard: keep the validator's state as a single process would (ids seen, for
+    duplicates; the feature count while no example fixed it), without checking or converting data."""
+    for rec in recs:
+        if validator.features is None and not tokens:
+            validator(rec)
+        else:
+            rid = validator.record_id(rec)
+            if rid is not None:
+                validator.seen.add(rid)
+
+
+def _on_local_devices(fn: Callable, sharding) -> Callable:
+    """Under jax.distributed, jit refuses host (numpy) inputs with a non-replicated sharding even over
+    this process's own devices: commit each batch to them first (the same computation, no collectives)."""
+    def call(*arrays):
+        return fn(*(jax.device_put(a, sharding) for a in arrays))
+    return call
+
+
+def _multi_run(run: dict, sync: _Sync, mine: dict, everyone: Optional[list]) -> dict:
+    """The manifest's ``last_run`` of a job of several processes."""
+    by = everyone or [{**mine, "process": sync.p}]
+    return {"processes": sync.n, "coordination": sync.describe(), "finalized_by": sync.p,
+            "compilations": sum(e["compilations"] for e in by),
+            "examples_explained": sum(e["explained"] for e in by),
+            "devices_per_process": run["devices"], "batch_rows": run["batch_rows"],
+            "by_process": [{**{k: v for k, v in e.items() if k != "milliseconds"},
+                            "seconds": round(e["milliseconds"] / 1000, 3)} for e in by]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1173,7 +1566,8 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
                       eps: float = 1e-3, bias_factor: float = 0.0, gate: str = "all",
                       target: Union[str, int] = "pred", full: bool = False,
                       max_length: Optional[int] = None, bucket_step: int = 8, shard_size: int = 4096,
-                      overwrite: bool = False, progress=None, strict: bool = True) -> JobSummary:
+                      overwrite: bool = False, progress=None, strict: bool = True,
+                      process_index: Optional[int] = None, process_count: Optional[int] = None) -> JobSummary:
     """Explain every example of ``dataset`` and write the relevance to Parquet shards in ``out_dir``.
 
     Args:
@@ -1198,14 +1592,43 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
       overwrite: replace a job with other settings in ``out_dir`` (otherwise refused).
       progress: ``None`` = tqdm bar if stderr is a terminal, else a log line every 10 s;
         ``True``/``"tqdm"``, ``"log"``, ``False``/``"none"``.
+      process_index, process_count: this process's share of a job run by several processes (hosts):
+        process ``p`` of ``n`` explains and writes input shard ``k`` iff ``k % n == p`` (every process
+        reads the whole input to find the shard boundaries, but validates and explains only its own
+        shards). Default: ``jax.process_index()`` / ``jax.process_count()``, i.e. a single process
+        unless :func:`jax.distributed.initialize` was called; give both or neither. Under
+        ``jax.distributed`` every process must then make the call; a call made by one process alone
+        needs ``process_index=0, process_count=1``. See "Several processes" below.
     Returns:
-      a :class:`JobSummary`.
+      a :class:`JobSummary` (with several processes: see its docstring for what each count covers).
     Raises:
       JobError (a ValueError) at once for a bad model spec or option, an unreadable input or an
       unwritable / foreign output directory. Bad *examples* never raise: they go to ``errors.parquet``.
 
     Re-running the same call resumes: shards whose part file is complete are skipped (their ids are
     checked against the input), so an interrupted job ends with the same output as an uninterrupted one.
+
+    Several processes: ``out_dir`` must be one directory shared by all of them (the same path on every
+    host, e.g. NFS). The output is the single-process output (same files, rows, ``errors.parquet`` and
+    counts; each part file records its writer in the metadata key ``lrpjax.process``), and a job may be
+    resumed with any process count. Process 0 alone creates, refuses or (``overwrite``) replaces the job
+    in ``out_dir``; the others start writing only after it did. Each process holds its own lock
+    (``.lock-p{p}``, plus a shared lock on ``.lock`` that keeps single-process jobs out).
+
+    * Under ``jax.distributed`` (``jax.process_count() > 1``; ``lrpjax attribute --distributed``) the
+      processes meet through JAX's coordination service (its key-value store; no device collectives,
+      so no timeout while one process still works): after process 0 set up ``out_dir``, and after
+      every process finished its shards; then process 0 checks that every shard is complete, merges
+      ``errors.parquet`` and marks the manifest ``complete``, and all processes return. If a process
+      fails, the others stop at their next shard with an error naming it (their finished shards are
+      kept: run all processes again to resume); if one dies, JAX's heartbeat ends the others.
+    * Without ``jax.distributed`` (``process_index`` / ``process_count`` given, e.g. independent jobs
+      of a scheduler array, or one after another) process ``p > 0`` waits (up to
+      ``WAIT_FOR_PROCESS_0_S`` seconds) until ``manifest.json`` holds this job's key, and every process
+      that finishes checks whether all shards are complete: the one that completes the job merges
+      ``errors.parquet`` and marks the manifest ``complete`` (under the lock ``.lock-final``); the
+      others return with ``JobSummary.complete`` False. So ``attribute_dataset(..., process_index=0,
+      process_count=2)`` then ``(..., process_index=1, process_count=2)`` equals one call.
 
     >>> import numpy as np, jax, lrpjax, tempfile
     >>> p = lrpjax.init_lstm(jax.random.key(0), 2, 8)
@@ -1217,6 +1640,23 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
     (2, 0)
     """
     t0 = time.perf_counter()
+    sync = _Sync.create(process_index, process_count)
+    try:
+        return _attribute(sync, t0, model, dataset, out_dir, method=method, batch_size=batch_size, eps=eps,
+                          bias_factor=bias_factor, gate=gate, target=target, full=full,
+                          max_length=max_length, bucket_step=bucket_step, shard_size=shard_size,
+                          overwrite=overwrite, progress=progress, strict=strict)
+    except BaseException as e:
+        sync.fail(e)        # the other processes learn of it at their next shard or meeting point
+        raise
+
+
+def _attribute(sync: "_Sync", t0: float, model, dataset, out_dir, *, method, batch_size, eps, bias_factor,
+               gate, target, full, max_length, bucket_step, shard_size, overwrite, progress,
+               strict) -> JobSummary:
+    """The body of :func:`attribute_dataset` for process ``sync.p`` of ``sync.n``."""
+    p, n = sync.p, sync.n
+    sync.quiet = progress in (False, "none")
     pa, _ = _pa()
     spec = _as_model_spec(model)
     _check_options(method, batch_size, eps, bias_factor, gate, target, full, max_length, bucket_step,
@@ -1232,21 +1672,23 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
     if not os.access(out, os.W_OK):
         raise JobError(f"the output directory {out} is not writable; choose another --out.")
 
-    with _lock(out):
-        for stale in glob.glob(str(out / ".*.tmp")) + glob.glob(
-                str(out / SHARD_ERRORS_DIR / ".*.tmp")):
-            with contextlib.suppress(OSError):
-                os.unlink(stale)    # temporary files of an interrupted run
+    with (_lock(out) if n == 1 else _process_lock(out, p)), contextlib.ExitStack() as setting_up:
+        if p == 0 and sync.mode == "files":
+            setting_up.enter_context(_final_lock(out))   # no other process finalizes meanwhile
+        _remove_stale_tmp(out, p, n)    # temporary files of an interrupted run (this process's)
         manifest_path = out / MANIFEST
         old = None
-        if manifest_path.exists():
+        if p != 0:
+            pass                        # process 0 alone decides what happens to out_dir
+        elif manifest_path.exists():
             try:
                 old = json.loads(manifest_path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as e:
                 if not overwrite:
                     raise JobError(f"{manifest_path} is unreadable ({_one_line(e)}); use overwrite=True "
                                    f"(--overwrite) to start over.") from e
-        elif any(p.name not in (SHARD_ERRORS_DIR, ".lock") for p in out.iterdir()) and not overwrite:
+        elif any(f.name not in (SHARD_ERRORS_DIR, ".lock") and not f.name.startswith(".lock-")
+                 for f in out.iterdir()) and not overwrite:
             raise JobError(f"{out} is not empty and holds no {MANIFEST} (not an lrpjax job directory); "
                            f"use a new or empty out_dir, or overwrite=True (--overwrite).")
 
@@ -1280,15 +1722,16 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
             "input": {k: v for k, v in source.fingerprint.items() if k not in ("mtime", "path")},
         }
         job_key = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:32]
-        if old is not None and not overwrite:
+        if p == 0 and old is not None and not overwrite:
             if glob.glob(str(out / "part-*.parquet")):
                 _compare_job(out, old, job, probe)
             else:
                 overwrite = True        # an earlier run that wrote no results: nothing to protect
-        if overwrite:
-            for p in _own_files(out):
+        if p == 0 and overwrite:
+            # with several processes, shard temporaries belong to their writers (who clean them up)
+            for f in _own_files(out, shard_tmp=n == 1):
                 with contextlib.suppress(OSError):
-                    p.unlink()
+                    f.unlink()
             old = None
 
         manifest = {
@@ -1304,14 +1747,22 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
             "layout": {"parts": "part-NNNNN.parquet", "errors": ERRORS,
                        "shard_errors": f"{SHARD_ERRORS_DIR}/errors-NNNNN.parquet"},
         }
-        _write_atomic_json(manifest, manifest_path)
+        if n > 1:
+            manifest["processes"] = {"count": n, "coordination": sync.describe()}
+        if p == 0:
+            _write_atomic_json(manifest, manifest_path)
+        setting_up.close()
+        sync.setup_done(out, job_key)   # the others wait for process 0 (and check they run the same job)
 
         step = _cached_step(spec, method, target, float(eps), float(bias_factor), gate, strict, full)
         traces_before = step.counter[0]
         runner = _Runner(spec, step, target, min(batch_size, shard_size), bucket_step, max_length,
                          validator.features)
-        bar = _Progress(progress, source.total, "lrpjax attribute")
-        c = dict(examples=0, errors=0, written=0, skipped=0, explained=0, shards=0)
+        if jax.process_count() > 1:
+            runner.step = _on_local_devices(runner.step, runner.sharding)
+        bar = _Progress(progress, _share(source.total, shard_size, p, n),
+                        "lrpjax attribute" if n == 1 else f"lrpjax attribute {p}/{n}")
+        c = dict(examples=0, errors=0, written=0, skipped=0, explained=0, shards=0, own_examples=0)
         # the first parsable example fixes the id type (int64 or string)
         validator.record_id(next((r for r in first_records if r.error is None), None)
                             or (first_records[0] if first_records else _Record(0)))
@@ -1322,7 +1773,8 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
             results = runner.collect(good, handle, bar.update)
             table = _results_table(pa, good, results, validator.id_type, full, spec.tokens) if good \
                 else schema.empty_table()
-            meta = {"lrpjax.job": job_key, "lrpjax.shard": k, "lrpjax.examples": len(recs)}
+            meta = {"lrpjax.job": job_key, "lrpjax.shard": k, "lrpjax.examples": len(recs),
+                    "lrpjax.process": p, "lrpjax.processes": n}
             _write_atomic_parquet(_errors_table(pa, errors, validator.id_type), _shard_errors_path(out, k),
                                   {**meta, "lrpjax.rows": len(errors)})
             _write_atomic_parquet(table, _part_path(out, k), {**meta, "lrpjax.rows": len(good)})
@@ -1334,6 +1786,11 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
             for k, recs in enumerate(itertools.chain([first_records] if first_records else [], shards)):
                 c["shards"] += 1
                 c["examples"] += len(recs)
+                if k % n != p:              # another process's shard: only note its ids
+                    _note_foreign(recs, validator, spec.tokens)
+                    continue
+                sync.check()                # stop early if another process failed
+                c["own_examples"] += len(recs)
                 part, errp = _part_path(out, k), _shard_errors_path(out, k)
                 erows = _complete_rows(errp, job_key) if _complete_rows(part, job_key) is not None else None
                 if erows is not None:       # finished by an earlier run: check and skip it
@@ -1362,30 +1819,83 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
                 finish(*in_flight)
         finally:
             bar.close()
-        n_shards, n_examples, n_errors = c["shards"], c["examples"], c["errors"]
+        n_shards, n_examples, own_errors = c["shards"], c["examples"], c["errors"]
         written, skipped, explained_now = c["written"], c["skipped"], c["explained"]
-        stray = [p for p in glob.glob(str(out / "part-*.parquet"))
-                 if int(Path(p).stem.split("-")[1]) >= n_shards]
-        if stray:
-            raise JobError(f"{out} holds part files beyond the input's {n_shards} shard(s) "
-                           f"({Path(sorted(stray)[0]).name}, ...): the input changed; use overwrite=True.")
-        _merge_errors(out, n_shards, validator.id_type or "int")
-        seconds = time.perf_counter() - t0
-        rate = explained_now / seconds if seconds > 0 else 0.0
         compilations = step.counter[0] - traces_before   # new ones only: cached steps are reused
-        manifest.update({
-            "status": "complete", "updated": _now(),
-            "schema": {"id": _id_type(pa, validator.id_type or "int").__str__(),
-                       "columns": schema.names},
-            "counts": {"examples": n_examples, "explained": n_examples - n_errors, "errors": n_errors,
-                       "shards": n_shards, "shards_written": written, "shards_skipped": skipped},
-            "last_run": {"compilations": compilations,
-                         "bucket_lengths": sorted(runner.bucket_lengths), "seconds": round(seconds, 3),
-                         "examples_explained": explained_now, "examples_per_second": round(rate, 1),
-                         "devices": len(jax.local_devices()), "batch_rows": runner.batch},
-        })
-        _write_atomic_json(manifest, manifest_path)
-    return JobSummary(n_examples, n_errors, written, skipped, compilations, seconds, rate, str(out))
+        mine = {"shards_written": written, "shards_skipped": skipped, "examples": c["own_examples"],
+                "errors": own_errors, "explained": explained_now, "compilations": compilations,
+                "milliseconds": int(round(1000 * (time.perf_counter() - t0)))}
+        everyone = sync.shards_done(mine)   # process 0 under jax.distributed: every process's counts
+        id_type = validator.id_type or "int"
+        run = {"compilations": compilations, "bucket_lengths": sorted(runner.bucket_lengths),
+               "examples_explained": explained_now, "devices": len(jax.local_devices()),
+               "batch_rows": runner.batch}
+        if n > 1:
+            run = _multi_run(run, sync, mine, everyone)
+        counts = {"shards_written": written, "shards_skipped": skipped} if n == 1 else (
+            {"shards_written": sum(e["shards_written"] for e in everyone),
+             "shards_skipped": sum(e["shards_skipped"] for e in everyone)} if everyone else {})
+        final = None
+        finalize = functools.partial(_finalize, out, pa, t0, n_shards, n_examples, job_key, id_type, schema,
+                                     manifest, run, counts)
+        if n == 1:
+            final = finalize(known_errors=own_errors)
+        elif sync.mode != "files":
+            if p == 0:                      # every process has finished its shards
+                final = finalize(require_complete=True)
+        else:
+            with _final_lock(out):          # whoever completes the job finalizes it
+                final = finalize(require_complete=False)
+        final = sync.final_done(final)      # the others get process 0's counts
+    seconds = time.perf_counter() - t0
+    rate = explained_now / seconds if seconds > 0 else 0.0
+    return JobSummary(n_examples, final["errors"], written, skipped, compilations, seconds, rate, str(out),
+                      process_index=p, process_count=n, n_shards=n_shards, complete=final["complete"],
+                      process_examples=c["own_examples"], process_errors=own_errors)
+
+
+def _finalize(out: Path, pa, t0: float, n_shards: int, n_examples: int, job_key: str, id_type: str, schema,
+              manifest: dict, run: dict, counts: dict, known_errors: Optional[int] = None,
+              require_complete: bool = True) -> dict:
+    """Check the whole output, merge ``errors.parquet`` and mark the manifest complete.
+
+    ``known_errors``: the error count when one process wrote every shard (nothing to scan). Returns
+    ``{"complete": bool, "errors": errors in the complete shards}``; with ``require_complete=False`` an
+    incomplete output (other processes still working) is left as it is.
+    """
+    stray = [p for p in glob.glob(str(out / "part-*.parquet"))
+             if int(Path(p).stem.split("-")[1]) >= n_shards]
+    if stray:
+        raise JobError(f"{out} holds part files beyond the input's {n_shards} shard(s) "
+                       f"({Path(sorted(stray)[0]).name}, ...): the input changed; use overwrite=True.")
+    if known_errors is None:
+        missing, n_errors = _scan_shards(out, n_shards, job_key)
+        if missing and require_complete:
+            raise JobError(f"shard(s) {', '.join(map(str, missing[:5]))}{', ...' if len(missing) > 5 else ''} "
+                           f"of {out} are missing or incomplete although every process finished: is {out} "
+                           f"one directory shared by all processes (the same path on every host)?")
+        if missing:
+            return {"complete": False, "errors": n_errors}
+    else:
+        n_errors = known_errors
+    _merge_errors(out, n_shards, id_type)
+    if "processes" in manifest:         # several processes: build on the manifest process 0 wrote
+        with contextlib.suppress(OSError, ValueError):
+            disk = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+            if disk.get("job_key") == job_key:
+                manifest = disk
+    seconds = time.perf_counter() - t0
+    explained = run.get("examples_explained", 0)
+    manifest.update({
+        "status": "complete", "updated": _now(),
+        "schema": {"id": _id_type(pa, id_type).__str__(), "columns": schema.names},
+        "counts": {"examples": n_examples, "explained": n_examples - n_errors, "errors": n_errors,
+                   "shards": n_shards, **counts},
+        "last_run": {**run, "seconds": round(seconds, 3),
+                     "examples_per_second": round(explained / seconds if seconds > 0 else 0.0, 1)},
+    })
+    _write_atomic_json(manifest, out / MANIFEST)
+    return {"complete": True, "errors": n_errors}
 
 
 def _shards(source: _Source, shard_size: int) -> Iterator[list]:
