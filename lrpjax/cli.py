@@ -201,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "the marked steps, the throughput, the compilations and where the Parquet "
                         "output is.")
     demo.add_arguments(dm)
+
+    from lrpjax import report
+    rp = sub.add_parser("report", help="turn a job's output directory into one HTML page",
+                        description="Read a job's output (part-*.parquet, manifest.json, errors.parquet) "
+                        "and write one self-contained HTML page: counts and error reasons, method and "
+                        "rule options, score and relevance statistics, the examples with the most "
+                        "positive and most negative total relevance as heatmaps, relevance over "
+                        "positions, library versions. Example: lrpjax report attributions/")
+    report.add_arguments(rp)
     return ap
 
 
@@ -372,6 +381,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "attribute":
             _start_distributed(args)    # first: before anything initialises JAX's backend
             return _attribute(args)
+        if args.command == "report":
+            from lrpjax import report
+            return report.run_cli(args)
         demo.run(Path(args.out), n=args.n, quick=args.quick, seed=args.seed)
         return 0
     except jobs.JobError as e:

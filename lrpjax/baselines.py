@@ -1,0 +1,377 @@
+"""Attribution baselines with the call shape of :func:`lrpjax.relevance`.
+
+Every method takes ``(model_fn, x, target=None, **options)``:
+
+* ``model_fn(x)`` returns class scores (logits): ``(C,)`` for ``x`` of shape ``(T, F)`` (one sequence),
+  ``(B, C)`` for ``x`` of shape ``(B, T, F)`` (a batch; rows must be independent, as for ``relevance``).
+* ``target``: ``None`` (the argmax class of ``model_fn(x)``, per row), an int, or an int array ``(B,)``;
+  it may be traced under ``jit``. The explained score is the target's **logit**. The target is fixed at
+  ``x`` (integrated gradients and occlusion keep it along the path / for the occluded inputs).
+
+Methods (``s(x)`` = the target logit; ``x0`` = the baseline input):
+
+============================  ============  ========================================================
+function                      returns       definition
+============================  ============  ========================================================
+:func:`lrp`                   like ``x``    :func:`lrpjax.relevance` (LRP, rule options as keywords)
+:func:`gradient`              like ``x``    ``d s / d x``
+:func:`sensitivity`           ``(..., T)``  ``sum_f (d s / d x_tf)**2`` (squared L2 norm per step)
+:func:`gradient_x_input`      like ``x``    ``x * d s / d x``
+:func:`integrated_gradients`  like ``x``    ``(x - x0) * mean_k grad s(x0 + a_k (x - x0))``,
+                                            midpoint rule ``a_k = (k + 1/2) / steps``
+:func:`occlusion`             ``(..., T)``  ``s(x) - s(x, step t's features set to value)``
+:func:`random_relevance`      like ``x``    seeded standard normal values (the floor)
+============================  ============  ========================================================
+
+:data:`METHODS` maps these names (``"lrp"``, ``"gradient"``, ``"sensitivity"``, ``"gradient_x_input"``,
+``"integrated_gradients"``, ``"occlusion"``, ``"random"``) to the functions; :func:`per_step` reduces
+any of their results to one value per time step. All methods work under ``jax.jit`` and ``jax.vmap``,
+in float32 and float64. Gradients are taken with full float32 matmul precision (as ``relevance``), so
+the methods compare like for like on GPU/TPU.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lrpjax.relevance import _check_scores, _check_x, _resolve_target, full_precision, relevance
+
+Array = jax.Array
+
+__all__ = ["IGResult", "METHODS", "explain_ig", "gradient", "gradient_x_input", "integrated_gradients",
+           "integrated_gradients_completeness", "lrp", "occlusion", "per_step", "random_relevance",
+           "sensitivity"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation and the target score
+
+def _check_input(x, fn: str) -> Array:
+    """``x`` must be one floating array ``(T, F)`` or ``(B, T, F)`` (finite where concrete)."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise ValueError(f"{fn}: x must be a floating array of shape (T, F) or (B, T, F), got "
+                         f"{type(x).__name__}.")
+    _check_x(x)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"{fn}: x must have shape (T, F) or (B, T, F) (2 or 3 dimensions), got shape "
+                         f"{tuple(x.shape)} ({x.ndim} dimensions).")
+    return x
+
+
+def _check_model_out(scores, x: Array, fn: str) -> None:
+    _check_scores(scores)
+    want = "(C,)" if x.ndim == 2 else f"({x.shape[0]}, C)"
+    ok = scores.ndim == 1 if x.ndim == 2 else (scores.ndim == 2 and scores.shape[0] == x.shape[0])
+    if not ok:
+        raise ValueError(f"{fn}: model_fn(x) for x of shape {tuple(x.shape)} must return scores of "
+                         f"shape {want}, got {tuple(scores.shape)}.")
+
+
+def _pick(scores: Array, t: Array) -> Array:
+    """``scores[..., t]`` per row: ``(C,), () -> ()``; ``(B, C), (B,) -> (B,)``."""
+    return jnp.take_along_axis(scores, t[..., None], axis=-1)[..., 0]
+
+
+def _scores_and_target(model_fn: Callable, x: Array, target, fn: str):
+    if not callable(model_fn):
+        raise ValueError(f"{fn}: model_fn must be callable (x -> class scores), got "
+                         f"{type(model_fn).__name__}.")
+    scores = model_fn(x)
+    _check_model_out(scores, x, fn)
+    return scores, _resolve_target(target, scores)
+
+
+def _grad_fixed(model_fn: Callable, x: Array, t: Array) -> Array:
+    """``d s_t / d x`` for a given (resolved) target ``t``; rows of a batch are independent."""
+    scores, vjp = jax.vjp(model_fn, x)
+    seed = jax.nn.one_hot(t, scores.shape[-1], dtype=scores.dtype)
+    return vjp(seed)[0]
+
+
+def _as_static_int(value, name: str, fn: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{fn}: {name} must be an int >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _check_batch_size(batch_size, fn: str) -> Optional[int]:
+    return None if batch_size is None else _as_static_int(batch_size, "batch_size", fn, 1)
+
+
+def _broadcastable(value, x: Array, name: str, fn: str) -> Array:
+    """``value`` as an array of ``x``'s dtype that broadcasts to ``x.shape`` (finite where concrete)."""
+    v = jnp.asarray(value)
+    if not (jnp.issubdtype(v.dtype, jnp.floating) or jnp.issubdtype(v.dtype, jnp.integer)):
+        raise ValueError(f"{fn}: {name} must be a real number or array, got dtype {v.dtype}.")
+    try:
+        ok = np.broadcast_shapes(v.shape, x.shape) == tuple(x.shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{fn}: {name} must be broadcastable to x's shape {tuple(x.shape)}, got shape "
+                         f"{tuple(v.shape)}.")
+    try:
+        concrete = np.asarray(v)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        concrete = None
+    if concrete is not None and not np.all(np.isfinite(concrete)):
+        raise ValueError(f"{fn}: {name} contains NaN/inf values.")
+    return v.astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradient family
+
+def gradient(model_fn: Callable[[Array], Array], x: Array, target=None) -> Array:
+    """Gradient of the target logit w.r.t. the input: ``d s_target / d x``.
+
+    Args:
+      model_fn: ``x -> logits``, ``(T, F) -> (C,)`` or ``(B, T, F) -> (B, C)``.
+      x: ``(T, F)`` or ``(B, T, F)`` floating array.
+      target: ``None`` (argmax per row), an int, or an int array ``(B,)``; may be traced.
+    Returns:
+      An array with the shape and dtype of ``x``.
+
+    >>> import jax, jax.numpy as jnp, lrpjax
+    >>> W = jnp.arange(12.0).reshape(2, 3, 2)               # (T, F, C)
+    >>> model = lambda x: jnp.einsum("...tf,tfc->...c", x, W)
+    >>> lrpjax.baselines.gradient(model, jnp.ones((2, 3)), target=1)
+    Array([[ 1.,  3.,  5.],
+           [ 7.,  9., 11.]], dtype=float32)
+    """
+    x = _check_input(x, "gradient")
+    with full_precision():
+        _, t = _scores_and_target(model_fn, x, target, "gradient")
+        return _grad_fixed(model_fn, x, t)
+
+
+def sensitivity(model_fn: Callable[[Array], Array], x: Array, target=None) -> Array:
+    """Sensitivity analysis: squared L2 norm of the gradient over the feature axis, per step.
+
+    Returns ``sum_f (d s_target / d x[..., t, f])**2`` of shape ``(T,)`` / ``(B, T)`` (always >= 0;
+    it says how sensitive the score is to a step, not in which direction). Arguments as :func:`gradient`.
+
+    >>> import jax.numpy as jnp, lrpjax
+    >>> W = jnp.arange(12.0).reshape(2, 3, 2)
+    >>> model = lambda x: jnp.einsum("...tf,tfc->...c", x, W)
+    >>> lrpjax.baselines.sensitivity(model, jnp.ones((2, 3)), target=1)   # 1+9+25, 49+81+121
+    Array([ 35., 251.], dtype=float32)
+    """
+    x = _check_input(x, "sensitivity")
+    with full_precision():
+        _, t = _scores_and_target(model_fn, x, target, "sensitivity")
+        g = _grad_fixed(model_fn, x, t)
+    return jnp.sum(jnp.square(g), axis=-1)
+
+
+def gradient_x_input(model_fn: Callable[[Array], Array], x: Array, target=None) -> Array:
+    """Gradient x Input: ``x * d s_target / d x``, shape and dtype of ``x``. Arguments as :func:`gradient`.
+
+    >>> import jax.numpy as jnp, lrpjax
+    >>> W = jnp.arange(12.0).reshape(2, 3, 2)
+    >>> model = lambda x: jnp.einsum("...tf,tfc->...c", x, W)
+    >>> lrpjax.baselines.gradient_x_input(model, 2 * jnp.ones((2, 3)), target=0)
+    Array([[ 0.,  4.,  8.],
+           [12., 16., 20.]], dtype=float32)
+    """
+    x = _check_input(x, "gradient_x_input")
+    with full_precision():
+        _, t = _scores_and_target(model_fn, x, target, "gradient_x_input")
+        return x * _grad_fixed(model_fn, x, t)
+
+
+# ----------------------------------------------------------------------------------------------
+# Integrated gradients
+
+class IGResult(NamedTuple):
+    """Integrated gradients with their completeness report (a pytree).
+
+    attribution: like ``x``: ``(x - x0) * mean_k grad s(x0 + a_k (x - x0))``.
+    completeness_error: ``()`` / ``(B,)``: ``sum(attribution) - (score - baseline_score)`` per row; the
+      quadrature error of the path integral (0 in exact arithmetic as ``steps`` grows).
+    score: ``()`` / ``(B,)`` target logit at ``x``.
+    baseline_score: ``()`` / ``(B,)`` target logit at the baseline ``x0``.
+    target: ``()`` / ``(B,)`` explained class (resolved at ``x``).
+    """
+
+    attribution: Array
+    completeness_error: Array
+    score: Array
+    baseline_score: Array
+    target: Array
+
+
+def explain_ig(model_fn: Callable[[Array], Array], x: Array, target=None, *, baseline=None,
+               steps: int = 32, batch_size: Optional[int] = None) -> IGResult:
+    """Integrated gradients along the straight path from ``baseline`` to ``x``, with the completeness error.
+
+    Quadrature: the **midpoint rule**, ``IG = (x - x0) * (1/steps) sum_{k<steps} grad s(x0 + a_k (x - x0))``
+    with ``a_k = (k + 1/2) / steps`` (error O(1/steps**2) for a smooth model; exact for a linear one).
+    The target is resolved at ``x`` and kept fixed along the path.
+
+    Args:
+      model_fn, x, target: as :func:`gradient`.
+      baseline: ``None`` (all zeros) or an array broadcastable to ``x.shape`` (e.g. ``(F,)`` for one
+        reference feature vector, or ``(T, F)``).
+      steps: number of gradient evaluations (int >= 1, static).
+      batch_size: ``None`` evaluates all ``steps`` path points in one vectorised call (memory of
+        ``steps`` model batches); an int evaluates them in sequential chunks of that many
+        (:func:`jax.lax.map`), same result.
+    Returns:
+      :class:`IGResult`.
+
+    >>> import jax.numpy as jnp, lrpjax
+    >>> model = lambda x: jnp.stack([jnp.sum(x ** 2), -jnp.sum(x)])
+    >>> r = lrpjax.baselines.explain_ig(model, jnp.ones((2, 2)), target=0, steps=4)
+    >>> r.attribution                                        # exact for s = sum x**2: x**2
+    Array([[1., 1.],
+           [1., 1.]], dtype=float32)
+    >>> float(r.completeness_error)
+    0.0
+    """
+    fn = "integrated_gradients"
+    x = _check_input(x, fn)
+    steps = _as_static_int(steps, "steps", fn, 1)
+    batch_size = _check_batch_size(batch_size, fn)
+    x0 = jnp.zeros_like(x) if baseline is None else jnp.broadcast_to(
+        _broadcastable(baseline, x, "baseline", fn), x.shape)
+    with full_precision():
+        scores, t = _scores_and_target(model_fn, x, target, fn)
+        base_scores = model_fn(x0)
+        delta = x - x0
+        alphas = (jnp.arange(steps, dtype=x.dtype) + 0.5) / steps
+        grads = jax.lax.map(lambda a: _grad_fixed(model_fn, x0 + a * delta, t), alphas,
+                            batch_size=batch_size)
+    ig = delta * jnp.mean(grads, axis=0)
+    s, s0 = _pick(scores, t), _pick(base_scores, t)
+    total = jnp.sum(ig.reshape(ig.shape[:-2] + (-1,)), axis=-1)
+    return IGResult(ig, (total - (s - s0)).astype(x.dtype), s, s0, t)
+
+
+def integrated_gradients(model_fn: Callable[[Array], Array], x: Array, target=None, *, baseline=None,
+                         steps: int = 32, batch_size: Optional[int] = None) -> Array:
+    """Integrated gradients (midpoint rule), shape and dtype of ``x``; see :func:`explain_ig`.
+
+    >>> import jax.numpy as jnp, lrpjax
+    >>> w = jnp.array([[1.0, -2.0], [3.0, 0.5]])
+    >>> model = lambda x: jnp.stack([jnp.sum(w * x), 0.0])   # linear: IG = (x - x0) * w
+    >>> lrpjax.baselines.integrated_gradients(model, jnp.ones((2, 2)), 0, baseline=0.5, steps=1)
+    Array([[ 0.5 , -1.  ],
+           [ 1.5 ,  0.25]], dtype=float32)
+    """
+    return explain_ig(model_fn, x, target, baseline=baseline, steps=steps,
+                      batch_size=batch_size).attribution
+
+
+def integrated_gradients_completeness(model_fn: Callable[[Array], Array], x: Array, target=None, *,
+                                      baseline=None, steps: int = 32,
+                                      batch_size: Optional[int] = None) -> Array:
+    """``sum(IG) - (s(x) - s(baseline))`` per row: ``()`` / ``(B,)``; see :func:`explain_ig`.
+
+    >>> import jax.numpy as jnp, lrpjax
+    >>> model = lambda x: jnp.stack([jnp.sum(jnp.sin(x)), 0.0])
+    >>> err = lambda n: abs(float(lrpjax.baselines.integrated_gradients_completeness(
+    ...     model, jnp.ones((3, 2)), 0, steps=n)))
+    >>> err(64) < err(8) < 1e-2
+    True
+    """
+    return explain_ig(model_fn, x, target, baseline=baseline, steps=steps,
+                      batch_size=batch_size).completeness_error
+
+
+# ----------------------------------------------------------------------------------------------
+# Occlusion, random, LRP
+
+def occlusion(model_fn: Callable[[Array], Array], x: Array, target=None, *, value=0.0,
+              batch_size: Optional[int] = None) -> Array:
+    """Occlusion per time step: ``s(x) - s(x with all features of step t replaced by value)``.
+
+    Args:
+      model_fn, x, target: as :func:`gradient` (the target is resolved at the unoccluded ``x``).
+      value: replacement, a number or an array broadcastable to ``x.shape`` (e.g. ``(F,)``: a
+        reference feature vector such as the mean embedding; ``(T, F)``: a reference sequence).
+      batch_size: ``None`` evaluates the ``T`` occluded inputs in one vectorised call (``T`` model
+        batches at once); an int evaluates them in sequential chunks of that many, same result.
+    Returns:
+      ``(T,)`` / ``(B, T)`` in ``x``'s dtype. A step the model ignores (e.g. padding when the model
+      takes ``lengths``) gets exactly 0.
+
+    >>> import jax.numpy as jnp, lrpjax
+    >>> w = jnp.array([[1.0, -2.0], [3.0, 0.5]])
+    >>> model = lambda x: jnp.stack([jnp.sum(w * x), 0.0])
+    >>> lrpjax.baselines.occlusion(model, jnp.ones((2, 2)), 0)        # per-step sum_f x_tf w_tf
+    Array([-1. ,  3.5], dtype=float32)
+    """
+    fn = "occlusion"
+    x = _check_input(x, fn)
+    batch_size = _check_batch_size(batch_size, fn)
+    v = _broadcastable(value, x, "value", fn)
+    T = x.shape[-2]
+    with full_precision():
+        scores, t = _scores_and_target(model_fn, x, target, fn)
+
+        def occluded(step):
+            hide = (jnp.arange(T) == step)[:, None]        # (T, 1): step's features
+            return _pick(model_fn(jnp.where(hide, v, x)), t)
+
+        s_occ = jax.lax.map(occluded, jnp.arange(T), batch_size=batch_size)   # (T,) / (T, B)
+    return jnp.moveaxis(_pick(scores, t)[None] - s_occ, 0, -1).astype(x.dtype)
+
+
+def random_relevance(model_fn: Callable[[Array], Array], x: Array, target=None, *, seed=0) -> Array:
+    """Seeded standard normal values with the shape and dtype of ``x``: the floor of any comparison.
+
+    Deterministic for a given ``seed`` (an int, may be traced) and shape; different seeds give different
+    values. ``model_fn`` and ``target`` are accepted for the uniform signature and not used. The rows
+    of a batch get different values, so a batch is not the concatenation of per-row calls (under
+    ``vmap`` every row gets the same values).
+
+    >>> import jax.numpy as jnp, lrpjax
+    >>> r = lrpjax.baselines.random_relevance(None, jnp.ones((4, 3)), seed=1)
+    >>> r.shape, bool((r == lrpjax.baselines.random_relevance(None, jnp.ones((4, 3)), seed=1)).all())
+    ((4, 3), True)
+    """
+    x = _check_input(x, "random_relevance")
+    s = jnp.asarray(seed)
+    if isinstance(seed, bool) or not jnp.issubdtype(s.dtype, jnp.integer) or s.shape != ():
+        raise ValueError(f"random_relevance: seed must be an int, got {seed!r}.")
+    return jax.random.normal(jax.random.key(s), x.shape, x.dtype)
+
+
+def lrp(model_fn: Callable[[Array], Array], x, target=None, **rule_kw):
+    """LRP: :func:`lrpjax.relevance` (``eps``, ``bias_factor``, ``gate``, ``strict`` as keywords)."""
+    return relevance(model_fn, x, target, **rule_kw)
+
+
+METHODS: dict[str, Callable] = {
+    "lrp": lrp,
+    "gradient": gradient,
+    "sensitivity": sensitivity,
+    "gradient_x_input": gradient_x_input,
+    "integrated_gradients": integrated_gradients,
+    "occlusion": occlusion,
+    "random": random_relevance,
+}
+"""Method name -> function with the uniform signature ``(model_fn, x, target=None, **kw)``."""
+
+
+def per_step(attribution: Array, x: Array) -> Array:
+    """One value per time step: ``x``-shaped attributions summed over the feature axis; per-step
+    results (``sensitivity``, ``occlusion``: shape ``x.shape[:-1]``) pass through unchanged.
+
+    >>> import jax.numpy as jnp, lrpjax
+    >>> x = jnp.ones((2, 5, 3))
+    >>> lrpjax.baselines.per_step(x, x).shape, lrpjax.baselines.per_step(x[..., 0], x).shape
+    ((2, 5), (2, 5))
+    """
+    a_shape, x_shape = tuple(jnp.shape(attribution)), tuple(jnp.shape(x))
+    if a_shape == x_shape:
+        return jnp.sum(attribution, axis=-1)
+    if a_shape == x_shape[:-1]:
+        return jnp.asarray(attribution)
+    raise ValueError(f"per_step: attribution must have x's shape {x_shape} or the per-step shape "
+                     f"{x_shape[:-1]}, got {a_shape}.")
