@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     at = sub.add_parser(
         "attribute", help="explain every example of a dataset, write Parquet shards",
-        description="Explain every example of a dataset with LRP (or gradient x input) and write the "
+        description="Explain every example of a dataset with LRP (or a baseline method) and write the "
                     "per-step relevance to Parquet shards. Re-running the same command resumes.",
         epilog=ATTRIBUTE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     at.add_argument("--model", required=True, metavar="MODULE:FACTORY",
@@ -140,9 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                     help="keyword argument for FACTORY, passed as a string; repeatable, e.g. "
                          "--model-arg hidden=64 --model-arg checkpoint=ckpt.npz")
-    at.add_argument("--method", choices=("lrp", "gradient"), default="lrp",
-                    help="lrp (default) or gradient (gradient x input, for comparison), e.g. "
-                         "--method gradient")
+    at.add_argument("--method", choices=jobs_methods(), default="lrp",
+                    help="lrp (default) or a baseline for comparison: gradient (of the target logit), "
+                         "gradient_x_input, sensitivity (squared gradient norm per step), "
+                         "integrated_gradients, occlusion (per step), random (seeded per example); "
+                         "e.g. --method integrated_gradients --method-arg steps=64")
+    at.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="option of the baseline method, repeatable: integrated_gradients steps=N, "
+                         "baseline=V, batch_size=N; occlusion value=V, batch_size=N; random seed=N; "
+                         "e.g. --method occlusion --method-arg value=0.5")
     at.add_argument("--target", type=_target, default="pred", metavar="pred|true|K",
                     help="class to explain: pred = the argmax (default), true = the example's label, "
                          "or a class index, e.g. --target 1")
@@ -213,13 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _parse_model_args(items: Sequence[str]) -> dict:
+def jobs_methods() -> tuple:
+    """The ``--method`` choices (lrpjax.jobs.METHODS; importing jobs does not start JAX's backend)."""
+    from lrpjax.jobs import METHODS
+    return METHODS
+
+
+def _parse_model_args(items: Sequence[str], flag: str = "--model-arg") -> dict:
     kwargs = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip().isidentifier():
             from lrpjax.jobs import JobError
-            raise JobError(f"--model-arg must be KEY=VALUE with KEY a Python identifier, got {item!r}.")
+            raise JobError(f"{flag} must be KEY=VALUE with KEY a Python identifier, got {item!r}.")
         kwargs[key.strip()] = value
     return kwargs
 
@@ -353,7 +365,8 @@ def _attribute(args) -> int:
         spec, args.data, args.out, method=args.method, batch_size=args.batch_size, eps=args.eps,
         bias_factor=args.bias_factor, gate=args.gate, target=args.target, full=args.full,
         max_length=args.max_length, bucket_step=args.bucket_step, shard_size=args.shard_size,
-        overwrite=args.overwrite, progress=progress, strict=not args.no_strict)
+        overwrite=args.overwrite, progress=progress, strict=not args.no_strict,
+        method_options=_parse_model_args(args.method_arg, "--method-arg"))
     if s.process_count == 1:
         print(f"{PROG} attribute: {s.n_examples} examples ({s.n_explained} explained, {s.n_errors} errors) "
               f"-> {s.out_dir}: {s.n_shards_written} shard(s) written, {s.n_shards_skipped} skipped "

@@ -65,7 +65,12 @@ import numpy as np
 
 Array = jax.Array
 
-METHODS = ("lrp", "gradient")
+METHODS = ("lrp", "gradient", "gradient_x_input", "sensitivity", "integrated_gradients", "occlusion",
+           "random")
+# options each baseline method accepts (``method_options``); "lrp" takes eps / bias_factor / gate
+METHOD_OPTIONS = {"integrated_gradients": {"steps": int, "baseline": float, "batch_size": int},
+                  "occlusion": {"value": float, "batch_size": int}, "random": {"seed": int}}
+PER_STEP_ONLY = ("sensitivity", "occlusion")   # no per-feature relevance (``full`` is refused)
 MANIFEST = "manifest.json"
 ERRORS = "errors.parquet"
 SHARD_ERRORS_DIR = "shard-errors"
@@ -716,21 +721,21 @@ class _Validator:
 # The jitted attribution step (one compilation per distinct batch shape = per bucket length).
 
 def _make_step(spec: ModelSpec, method: str, target_mode, eps: float, bias_factor: float, gate: str,
-               strict: bool, full: bool, counter: list) -> Callable:
+               strict: bool, full: bool, counter: list, options: dict) -> Callable:
     import lrpjax
     from lrpjax import rules
     from lrpjax.relevance import full_precision
 
     apply = spec.apply
 
-    def step(x, lengths, tgt):
+    def step(x, lengths, tgt, idx):
         counter[0] += 1            # runs once per trace = per compilation
-        # both methods with full float32 matmuls (see lrpjax.relevance.full_precision): LRP needs it
-        # on GPU/TPU, and the gradient baseline is then computed like for like
+        # every method with full float32 matmuls (see lrpjax.relevance.full_precision): LRP needs it
+        # on GPU/TPU, and the baselines are then computed like for like
         with full_precision():
-            return traced_step(x, lengths, tgt)
+            return step_out(x, lengths, tgt, idx)
 
-    def traced_step(x, lengths, tgt):
+    def traced_step(x, lengths, tgt, idx):
         fn = lambda z: apply(z, lengths)
         t = None if target_mode == "pred" else tgt
         if method == "lrp":
@@ -739,35 +744,48 @@ def _make_step(spec: ModelSpec, method: str, target_mode, eps: float, bias_facto
                                            strict=strict)
             else:
                 ex = lrpjax.explain(fn, x, t, eps=eps, bias_factor=bias_factor, gate=gate, strict=strict)
-            R, scores, tt = ex.relevance, ex.scores, ex.target
-        else:  # gradient x input of the target score
-            if spec.tokens:
-                from lrpjax.relevance import _flax_hooks
-                captured: list = []
-                with rules.token_mode("capture", captured), _flax_hooks(fn):
-                    fn(x)
-                if len(captured) != 1:
-                    raise JobError(f"method='gradient' on token inputs needs exactly one embedding "
-                                   f"lookup in the model, found {len(captured)}.")
+            return ex.relevance, ex.scores, ex.target
+        # a baseline: on the float input, or on the embedding of token inputs
+        if spec.tokens:
+            from lrpjax.relevance import _flax_hooks
+            captured: list = []
+            with rules.token_mode("capture", captured), _flax_hooks(fn):
+                fn(x)
+            if len(captured) != 1:
+                raise JobError(f"method={method!r} on token inputs needs exactly one embedding "
+                               f"lookup in the model, found {len(captured)}.")
 
-                def on_emb(e):
-                    with rules.token_mode("inject", [e]), _flax_hooks(fn):
-                        return fn(x)
-                inp, f = captured[0], on_emb
-            else:
-                inp, f = x, fn
+            def on_emb(e):
+                with rules.token_mode("inject", [e]), _flax_hooks(fn):
+                    return fn(x)
+            inp, f = captured[0], on_emb
+        else:
+            inp, f = x, fn
+        if method in ("gradient", "gradient_x_input"):   # one forward + one backward
             scores, vjp = jax.vjp(f, inp)
             tt = (jnp.argmax(scores, axis=-1) if t is None else t).astype(jnp.int32)
             (g,) = vjp(jax.nn.one_hot(tt, scores.shape[-1], dtype=scores.dtype))
-            R = g * inp
-            if spec.tokens:
-                R = jnp.sum(R, axis=-1)
+            return (g * inp if method == "gradient_x_input" else g), scores, tt
+        scores = f(inp)
+        tt = (jnp.argmax(scores, axis=-1) if t is None else t).astype(jnp.int32)
+        if method == "random":     # seeded per example (seed, index): independent of the batching
+            seed = int(options.get("seed", 0))
+            R = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(jax.random.key(seed), i),
+                                                     inp.shape[1:], inp.dtype))(idx)
+        else:
+            R = lrpjax.baselines.METHODS[method](f, inp, tt, **options)
+        return R, scores, tt
+
+    def step_out(x, lengths, tgt, idx):
+        R, scores, tt = traced_step(x, lengths, tgt, idx)
+        per_step = lrpjax.baselines.per_step(R, x) if not spec.tokens and R.ndim == 3 else (
+            jnp.sum(R, axis=-1) if R.ndim == 3 else R)
+        R_full = R if (not spec.tokens and R.ndim == 3) else None
         score = jnp.take_along_axis(scores, tt[:, None].astype(jnp.int32), axis=1)[:, 0]
-        per_step = R if spec.tokens else jnp.sum(R, axis=-1)
         out = {"relevance": per_step.astype(jnp.float32), "score": score.astype(jnp.float32),
                "target": tt.astype(jnp.int32)}
         if full:
-            out["relevance_full"] = R.astype(jnp.float32)
+            out["relevance_full"] = R_full.astype(jnp.float32)
         return out
 
     return step
@@ -789,25 +807,26 @@ _STEP_CACHE_SIZE = 8
 
 
 def _cached_step(spec: ModelSpec, method: str, target_mode, eps: float, bias_factor: float, gate: str,
-                 strict: bool, full: bool) -> _CachedStep:
+                 strict: bool, full: bool, options: Optional[dict] = None) -> _CachedStep:
     """The jitted step for these settings, from a small LRU cache keyed by the model function's
     identity, the options and the local devices (jit's own cache then holds one executable per batch
     shape)."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     devices = tuple(jax.local_devices())
+    options = dict(options or {})
     key = (id(spec.apply), spec.tokens, method, target_mode == "pred", eps, bias_factor, gate, strict,
-           full, devices)
+           full, devices, tuple(sorted(options.items())))
     hit = _STEP_CACHE.get(key)
     if hit is not None and hit.apply is spec.apply:
         _STEP_CACHE.move_to_end(key)
         return hit
     counter = [0]
-    step = _make_step(spec, method, target_mode, eps, bias_factor, gate, strict, full, counter)
+    step = _make_step(spec, method, target_mode, eps, bias_factor, gate, strict, full, counter, options)
     # Inputs are given as host arrays and sharded by jit (rows split over "data"); committing them
     # with device_put first would put sharding-typed avals into the trace (a `reshard` inside
     # jnp.where, which strict mode refuses).
     sharding = NamedSharding(Mesh(np.array(devices), ("data",)), P("data"))
-    entry = _CachedStep(spec.apply, jax.jit(step, in_shardings=(sharding,) * 3), counter, devices,
+    entry = _CachedStep(spec.apply, jax.jit(step, in_shardings=(sharding,) * 4), counter, devices,
                         sharding)
     _STEP_CACHE[key] = entry
     while len(_STEP_CACHE) > _STEP_CACHE_SIZE:
@@ -855,14 +874,16 @@ class _Runner:
             x = np.zeros((B, L, self.features), np.float32)
         lengths = np.empty((B,), np.int32)
         tgt = np.zeros((B,), np.int32)
+        idx = np.empty((B,), np.int32)     # input positions (seeds of method="random")
         for j, ex in enumerate(rows):
             x[j, :ex.length] = ex.data
             lengths[j] = ex.length
+            idx[j] = ex.index
             if self.target_mode == "true":
                 tgt[j] = ex.label
             elif self.target_mode != "pred":
                 tgt[j] = self.target_mode
-        return x, lengths, tgt
+        return x, lengths, tgt, idx
 
     def dispatch(self, examples: list) -> list:
         """Start the device work for a shard's examples (asynchronous); returns a handle for
@@ -1484,6 +1505,25 @@ def _multi_run(run: dict, sync: _Sync, mine: dict, everyone: Optional[list]) -> 
 # ----------------------------------------------------------------------------------------------
 # The job
 
+def _check_method_options(method: str, options: Optional[dict], full: bool) -> dict:
+    """Validated ``method_options`` (typed; unknown keys refused)."""
+    options = dict(options or {})
+    allowed = METHOD_OPTIONS.get(method, {})
+    out = {}
+    for k, v in options.items():
+        if k not in allowed:
+            raise JobError(f"method_options: {method!r} takes "
+                           f"{', '.join(sorted(allowed)) or 'no options'}, got {k!r}.")
+        try:
+            out[k] = allowed[k](v)
+        except (TypeError, ValueError) as e:
+            raise JobError(f"method_options[{k!r}] must be {allowed[k].__name__}, got {v!r}.") from e
+    if full and method in PER_STEP_ONLY:
+        raise JobError(f"full=True needs per-feature relevance; method {method!r} gives one value per "
+                       f"step. Drop --full or use another method.")
+    return out
+
+
 def _check_options(method, batch_size, eps, bias_factor, gate, target, full, max_length, bucket_step,
                    shard_size, strict, spec: ModelSpec) -> None:
     from lrpjax import rules
@@ -1567,7 +1607,8 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
                       target: Union[str, int] = "pred", full: bool = False,
                       max_length: Optional[int] = None, bucket_step: int = 8, shard_size: int = 4096,
                       overwrite: bool = False, progress=None, strict: bool = True,
-                      process_index: Optional[int] = None, process_count: Optional[int] = None) -> JobSummary:
+                      process_index: Optional[int] = None, process_count: Optional[int] = None,
+                      method_options: Optional[dict] = None) -> JobSummary:
     """Explain every example of ``dataset`` and write the relevance to Parquet shards in ``out_dir``.
 
     Args:
@@ -1579,8 +1620,14 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
         same columns), any other extension = a text file (one example per line, optionally
         ``LABEL<TAB>text``) -- or an iterable of such dicts, of ``(T, F)`` arrays or of strings.
       out_dir: output directory (created); see the module docstring for its layout and columns.
-      method: ``"lrp"`` (:func:`lrpjax.explain` / :func:`lrpjax.explain_tokens`) or ``"gradient"``
-        (gradient of the target logit times the input, for comparison).
+      method: ``"lrp"`` (:func:`lrpjax.explain` / :func:`lrpjax.explain_tokens`) or a baseline of
+        :mod:`lrpjax.baselines` for comparison: ``"gradient"`` (of the target logit), ``"gradient_x_input"``,
+        ``"sensitivity"`` (squared gradient norm per step), ``"integrated_gradients"``,
+        ``"occlusion"`` (per step), ``"random"`` (seeded per example by ``(seed, index)``). Token
+        models: baselines act on the embedding (one lookup), summed over its dimensions per token.
+      method_options: keyword options of the baseline: ``integrated_gradients`` ``steps`` (32),
+        ``baseline`` (a number, 0.0), ``batch_size``; ``occlusion`` ``value`` (0.0), ``batch_size``;
+        ``random`` ``seed`` (0). Part of the job's settings (recorded, a change is refused).
       batch_size: rows per device call (rounded up to a multiple of the device count).
       eps, bias_factor, gate, strict: the LRP rule options (see :func:`lrpjax.relevance`).
       target: ``"pred"`` (argmax), ``"true"`` (the example's label; examples without one are errors)
@@ -1645,7 +1692,8 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
         return _attribute(sync, t0, model, dataset, out_dir, method=method, batch_size=batch_size, eps=eps,
                           bias_factor=bias_factor, gate=gate, target=target, full=full,
                           max_length=max_length, bucket_step=bucket_step, shard_size=shard_size,
-                          overwrite=overwrite, progress=progress, strict=strict)
+                          overwrite=overwrite, progress=progress, strict=strict,
+                          method_options=method_options)
     except BaseException as e:
         sync.fail(e)        # the other processes learn of it at their next shard or meeting point
         raise
@@ -1653,7 +1701,7 @@ def attribute_dataset(model: Union[ModelSpec, Callable], dataset: Union[str, os.
 
 def _attribute(sync: "_Sync", t0: float, model, dataset, out_dir, *, method, batch_size, eps, bias_factor,
                gate, target, full, max_length, bucket_step, shard_size, overwrite, progress,
-               strict) -> JobSummary:
+               strict, method_options=None) -> JobSummary:
     """The body of :func:`attribute_dataset` for process ``sync.p`` of ``sync.n``."""
     p, n = sync.p, sync.n
     sync.quiet = progress in (False, "none")
@@ -1661,6 +1709,7 @@ def _attribute(sync: "_Sync", t0: float, model, dataset, out_dir, *, method, bat
     spec = _as_model_spec(model)
     _check_options(method, batch_size, eps, bias_factor, gate, target, full, max_length, bucket_step,
                    shard_size, strict, spec)
+    options = _check_method_options(method, method_options, full)
     source = open_dataset(dataset)
     out = Path(out_dir)
     try:
@@ -1718,7 +1767,8 @@ def _attribute(sync: "_Sync", t0: float, model, dataset, out_dir, *, method, bat
             "model": {"spec": spec.describe(), "features": validator.features},
             "options": {"method": method, "eps": float(eps), "bias_factor": float(bias_factor), "gate": gate,
                         "strict": strict, "target": target if _is_int(target) else str(target),
-                        "full": full, "max_length": max_length, "shard_size": shard_size},
+                        "full": full, "max_length": max_length, "shard_size": shard_size,
+                        **({"method_options": options} if options else {})},
             "input": {k: v for k, v in source.fingerprint.items() if k not in ("mtime", "path")},
         }
         job_key = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:32]
@@ -1754,7 +1804,8 @@ def _attribute(sync: "_Sync", t0: float, model, dataset, out_dir, *, method, bat
         setting_up.close()
         sync.setup_done(out, job_key)   # the others wait for process 0 (and check they run the same job)
 
-        step = _cached_step(spec, method, target, float(eps), float(bias_factor), gate, strict, full)
+        step = _cached_step(spec, method, target, float(eps), float(bias_factor), gate, strict, full,
+                            options)
         traces_before = step.counter[0]
         runner = _Runner(spec, step, target, min(batch_size, shard_size), bucket_step, max_length,
                          validator.features)

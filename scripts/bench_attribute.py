@@ -9,7 +9,8 @@ Prints one table from one run:
   compilations the job reports, and the process's peak RSS after the job. Run twice, each time into a
   fresh output directory (run 1 compiles its length buckets; run 2 reuses the jitted step, which
   ``attribute_dataset`` caches across calls), then once over the sentences repeated 10 times.
-* the same job with ``method="gradient"`` (plain gradient x input, same pipeline; goal: LRP no slower);
+* the same job with ``method="gradient_x_input"`` (plain gradient x input, same pipeline; goal: LRP no
+  slower);
 * two per-sample NumPy LRP loops of ``scripts/bench_core.py`` (float64) on an evenly spaced subset of
   the sentences: ``numpy_lrp_per_sample`` (matrix-vector products per step, the fastest form we could
   write) and ``numpy_lrp_messages_per_sample`` (explicit message matrices per linear layer, the form
@@ -289,15 +290,15 @@ def main(argv=None) -> int:
     # interleaved, so that neither method is favoured by running second
     job("lrp1", "lrp", spec, dataset, N)
     rss_after_lrp = peak_rss_kib()
-    job("grad1", "gradient", spec, dataset, N)
+    job("grad1", "gradient_x_input", spec, dataset, N)
     job("lrp2", "lrp", spec, dataset, N)
-    job("grad2", "gradient", spec, dataset, N)
+    job("grad2", "gradient_x_input", spec, dataset, N)
     # the same sentences repeated (new ids): the same compilations amortised over REPEAT x the work,
     # several shards, so that the host/device overlap of the pipeline is exercised
     repeated = [{"x": ex["x"], "label": ex["label"], "id": r * N + i}
                 for r in range(a.repeat) for i, ex in enumerate(dataset)]
     job("lrpR", "lrp", spec, repeated, a.repeat * N)
-    job("gradR", "gradient", spec, repeated, a.repeat * N)
+    job("gradR", "gradient_x_input", spec, repeated, a.repeat * N)
 
     # the per-sample NumPy loop on an evenly spaced subset, explaining the job's targets
     table = lrpjax.jobs.read_results(runs["lrp1"]["out"], columns=["index", "target", "relevance"])
@@ -352,11 +353,11 @@ def main(argv=None) -> int:
     say(hdr)
     say("-" * len(hdr))
     names = {"lrp1": 'attribute_dataset method="lrp", run 1 (cold)',
-             "grad1": 'attribute_dataset method="gradient", run 1 (cold)',
+             "grad1": 'attribute_dataset method="gradient_x_input", run 1',
              "lrp2": 'attribute_dataset method="lrp", run 2 (step cached)',
-             "grad2": 'attribute_dataset method="gradient", run 2 (cached)',
+             "grad2": 'attribute_dataset method="gradient_x_input", run 2',
              "lrpR": f'attribute_dataset method="lrp", sentences x{a.repeat}',
-             "gradR": f'attribute_dataset method="gradient", sentences x{a.repeat}'}
+             "gradR": f'attribute_dataset method="gradient_x_input", x{a.repeat}'}
     for key in ("lrp1", "lrp2", "grad1", "grad2", "lrpR", "gradR"):
         r = runs[key]
         s = r["summary"]

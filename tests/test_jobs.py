@@ -182,7 +182,7 @@ def test_targets_true_int_and_gradient_method(data, tmp_path):
     apply, x, lengths, labels = data["apply"], data["x"], data["lengths"], data["labels"]
     run(apply, data["path"], tmp_path / "true", target="true")
     run(apply, data["path"], tmp_path / "k2", target=2)
-    run(apply, data["path"], tmp_path / "grad", method="gradient", target="true")
+    run(apply, data["path"], tmp_path / "grad", method="gradient_x_input", target="true")
     t_true, t_k2, t_grad = rows(tmp_path / "true"), rows(tmp_path / "k2"), rows(tmp_path / "grad")
     for i in (1, 5, 22):
         L = int(lengths[i])
@@ -199,6 +199,45 @@ def test_targets_true_int_and_gradient_method(data, tmp_path):
                                    atol=1e-6)
     with pytest.raises(JobError, match="not a class of this model"):
         run(apply, data["path"], tmp_path / "k9", target=9)
+
+
+@pytest.mark.parametrize("method,options", [
+    ("gradient", {}), ("sensitivity", {}), ("integrated_gradients", {"steps": 8, "baseline": 0.25}),
+    ("occlusion", {"value": 0.5}), ("random", {"seed": 3})])
+def test_baseline_methods_equal_the_baselines_on_each_unpadded_example(data, tmp_path, method, options):
+    """method= any baseline: each row is lrpjax.baselines.METHODS[method] of the unpadded example alone
+    (random: seeded per example, so independent of the batch size)."""
+    apply, x, lengths = data["apply"], data["x"], data["lengths"]
+    run(apply, data["path"], tmp_path / "a", method=method, method_options=options, batch_size=8)
+    got = rows(tmp_path / "a")
+    man = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert man["job"]["options"]["method"] == method
+    assert man["job"]["options"].get("method_options", {}) == options
+    for i in (0, 5, 13, 22):
+        L = int(lengths[i])
+        xi = jnp.asarray(x[i:i + 1, :L])
+        fn = lambda z: apply(z, jnp.array([L], jnp.int32))
+        t = int(jnp.argmax(fn(xi)[0]))
+        assert got[i]["target"] == t
+        if method == "random":
+            continue
+        R = lrpjax.baselines.METHODS[method](fn, xi, jnp.array([t]), **options)
+        np.testing.assert_allclose(got[i]["relevance"], np.asarray(lrpjax.per_step(R, xi))[0],
+                                   rtol=1e-5, atol=1e-6)
+    if method == "random":      # seeded per example: another batch size gives the same values
+        run(apply, data["path"], tmp_path / "b", method=method, method_options=options, batch_size=16)
+        assert_same_results(tmp_path / "a", tmp_path / "b", rtol=0)
+        vals = np.concatenate([np.asarray(r["relevance"]) for r in got.values()])
+        assert 0.5 < np.std(vals) < 5.0 and abs(np.mean(vals)) < 0.5
+
+
+def test_method_options_and_full_are_checked(data, tmp_path):
+    with pytest.raises(JobError, match="'occlusion' takes batch_size, value, got 'steps'"):
+        run(data["apply"], data["path"], tmp_path / "a", method="occlusion", method_options={"steps": 3})
+    with pytest.raises(JobError, match="full=True needs per-feature relevance"):
+        run(data["apply"], data["path"], tmp_path / "b", method="sensitivity", full=True)
+    with pytest.raises(JobError, match="method must be one of"):
+        run(data["apply"], data["path"], tmp_path / "c", method="saliency")
 
 
 # ----------------------------------------------------------------------------------------------
