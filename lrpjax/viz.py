@@ -350,9 +350,12 @@ def plot_time_series(x, relevance, *, feature_names: Optional[Sequence[str]] = N
         a0.plot(steps, x[:, f], marker="o" if T <= 40 else None, markersize=3, linewidth=1.2,
                 label=feature_names[f])
     a0.set_ylabel("input")
-    if F > 1 and F <= 12:
-        a0.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, ncol=min(F, 6), frameon=False,
+    if 1 < F <= 6:      # one row above the panel
+        a0.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, ncol=F, frameon=False,
                   borderaxespad=0.1)
+    elif 6 < F <= 12:   # a column beside it (a row would run into the title)
+        a0.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, ncol=1, frameon=False,
+                  borderaxespad=0.0)
     a0.grid(alpha=0.3)
 
     a1 = axes[1]
@@ -374,6 +377,8 @@ def plot_time_series(x, relevance, *, feature_names: Optional[Sequence[str]] = N
         fig.colorbar(im, ax=a2, label="relevance", fraction=0.05, pad=0.01)
     axes[-1].set_xlabel("step")
     axes[-1].set_xlim(-0.6, T - 0.4)
+    from matplotlib.ticker import MaxNLocator
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))   # steps are whole numbers
     if title:
         fig.suptitle(title)
     return fig
