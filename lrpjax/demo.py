@@ -12,8 +12,9 @@ the Parquet output back with pyarrow and report the share of ``|relevance|`` on 
 throughput and the compilations.
 
 The pieces are public, for scripts that explain the same model with the library API directly
-(``examples/quickstart.py``): :func:`adding_task` (the data), :func:`init_params` / :func:`model` (the
-LSTM, built from lrpjax layers only), :func:`train`, :func:`marked_share`, :class:`Config`.
+(``examples/quickstart.py``): :func:`adding_task` (the data, from :mod:`lrpjax.tasks`),
+:func:`init_params` / :func:`model` (the LSTM, built from lrpjax layers only), :func:`train` (the loop
+of :func:`lrpjax.tasks.fit`), :func:`marked_share`, :class:`Config`.
 
 Run: ``lrpjax demo`` (about 20 s on 2 CPU cores), ``lrpjax demo --quick`` (a smoke test).
 """
@@ -32,6 +33,7 @@ import optax
 
 import lrpjax
 from lrpjax import jobs
+from lrpjax.tasks import adding_task, fit  # noqa: F401  (adding_task: part of this module's API)
 
 Array = jax.Array
 
@@ -57,33 +59,6 @@ class Params(NamedTuple):
     lstm: lrpjax.LSTMParams
     w: Array   # (hidden, 1)
     b: Array   # (1,)
-
-
-def adding_task(key: Union[Array, int], n: int, T: int = Config().T,
-                min_len: int = Config().min_len) -> tuple[Array, Array, Array, Array]:
-    """``n`` adding-task sequences of lengths ``min_len..T``, zero-padded to ``T``.
-
-    ``key`` is a PRNG key or an int seed. Returns ``x`` ``(n, T, 2)`` float32 (value, marker),
-    ``lengths`` ``(n,)`` int32, ``y`` ``(n,)`` (sum of the two marked values) and ``pos`` ``(n, 2)`` (the
-    marked steps, ascending, ``< length``). ``min_len = T`` gives fixed-length sequences. Pure JAX, so
-    it runs inside the jitted training loop (fresh data every step, no host round trip). The values are
-    ``U(-1, 1)``, not the classic ``U(0, 1)``: a zero-mean target needs no large bias offset, which would
-    absorb most of the relevance under ``bias_factor = 0``.
-    """
-    if not 2 <= min_len <= T:
-        raise ValueError(f"adding_task needs 2 <= min_len <= T, got min_len={min_len}, T={T}")
-    if isinstance(key, (int, np.integer)):
-        key = jax.random.key(key)
-    k_len, k_val, k_pos = jax.random.split(key, 3)
-    lengths = jax.random.randint(k_len, (n,), min_len, T + 1, jnp.int32)
-    valid = jnp.arange(T)[None, :] < lengths[:, None]
-    values = jnp.where(valid, jax.random.uniform(k_val, (n, T), jnp.float32, -1.0, 1.0), 0.0)
-    u = jnp.where(valid, jax.random.uniform(k_pos, (n, T)), -1.0)   # marks only inside the length
-    _, pos = jax.lax.top_k(u, 2)
-    pos = jnp.sort(pos, axis=1)
-    markers = jnp.sum(jax.nn.one_hot(pos, T, dtype=jnp.float32), axis=1)
-    x = jnp.stack([values, markers], axis=-1)
-    return x, lengths, jnp.sum(values * markers, axis=1), pos
 
 
 def init_params(key: Array, hidden: int = Config().hidden) -> Params:
@@ -116,29 +91,14 @@ def train(key: Union[Array, int], cfg: Config = Config(), log: Any = print) -> t
     params = init_params(k_init, cfg.hidden)
     opt = optax.chain(optax.clip_by_global_norm(1.0),
                       optax.adam(optax.cosine_decay_schedule(cfg.lr, cfg.steps)))
-    opt_state = opt.init(params)
 
-    def loss_fn(p, x, lengths, y):
-        return jnp.mean((model(p, x, lengths)[:, 0] - y) ** 2)
-
-    def step(carry, k):
-        p, s = carry
-        x, lengths, y, _ = adding_task(k, cfg.batch, cfg.T, cfg.min_len)
-        loss, g = jax.value_and_grad(loss_fn)(p, x, lengths, y)
-        updates, s = opt.update(g, s, p)
-        return (optax.apply_updates(p, updates), s), loss
-
-    @jax.jit
-    def run_chunk(p, s, keys):   # a chunk of steps is one compiled scan (no per-step dispatch)
-        (p, s), losses = jax.lax.scan(step, (p, s), keys)
-        return p, s, jnp.mean(losses)
+    def on_chunk(done, p, loss):
+        log(f"  step {done:5d}  train MSE {float(loss):.5f}")
 
     keys = jax.random.split(k_data, cfg.steps)
     t0 = time.perf_counter()
-    for i in range(0, cfg.steps, cfg.chunk):
-        params, opt_state, loss = run_chunk(params, opt_state, keys[i:i + cfg.chunk])
-        log(f"  step {min(i + cfg.chunk, cfg.steps):5d}  train MSE {float(loss):.5f}")
-    jax.block_until_ready(params)
+    params = fit(params, model, lambda k: adding_task(k, cfg.batch, cfg.T, cfg.min_len), opt, keys,
+                 cfg.chunk, on_chunk)
     return params, time.perf_counter() - t0
 
 
