@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "instead of being refused")
     at.add_argument("--progress", choices=("auto", "tqdm", "log", "none"), default="auto",
                     help="auto (default): a progress bar on a terminal, a log line every 10 s otherwise")
+    at.add_argument("--compilation-cache", metavar="DIR",
+                    default=os.environ.get("LRPJAX_COMPILATION_CACHE") or None,
+                    help="keep XLA's compiled buckets in DIR (JAX's persistent compilation cache) so that "
+                         "the next run of the same model skips compiling (default: "
+                         "$LRPJAX_COMPILATION_CACHE, else none), e.g. --compilation-cache ~/.cache/lrpjax")
     at.add_argument("--traceback", action="store_true",
                     help="show the full traceback of errors (for debugging a model factory)")
     dist = at.add_argument_group("several processes or hosts (see below)")
@@ -352,8 +357,26 @@ def _start_distributed(args) -> None:
                        f"{_one_line(e)[:300].rstrip('.')}; {DISTRIBUTED_HINT}") from e
 
 
+def _use_compilation_cache(path: Optional[str]) -> None:
+    """JAX's persistent compilation cache in ``path`` (every compilation kept, however quick)."""
+    if not path:
+        return
+    import jax
+    from lrpjax.jobs import JobError
+    d = Path(path).expanduser()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise JobError(f"cannot create the compilation cache directory {d}: {e.strerror or e}; give a "
+                       f"writable --compilation-cache.") from e
+    jax.config.update("jax_compilation_cache_dir", str(d))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def _attribute(args) -> int:
     from lrpjax import jobs
+    _use_compilation_cache(args.compilation_cache)
     try:
         spec = load_model(args.model, args.model_arg)
     except BaseException as e:

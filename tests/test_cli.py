@@ -174,3 +174,21 @@ def test_demo_quick(tmp_path):
     assert float(mse.group(1)) < 0.2 * float(mse.group(2)), p.stdout
     t = read_results(tmp_path / "demo" / "attributions")
     assert t.num_rows == 2000
+
+
+def test_compilation_cache_is_written_and_reused(small_npz, tmp_path):
+    """--compilation-cache DIR: the first run stores its compiled buckets there, a second process
+    (new output directory) reads them back and writes the same results."""
+    cache = tmp_path / "xla-cache"
+    for out in ("o1", "o2"):
+        p = subprocess.run(lrpjax_cmd("attribute", "--model", f"{MODELS}:float_spec", "--data", small_npz,
+                                      "--out", tmp_path / out, "--progress", "none",
+                                      "--compilation-cache", cache),
+                           env=env(), capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, p.stderr[-2000:]
+        if out == "o1":
+            first = sorted(f.name for f in cache.iterdir())
+            assert any(name.startswith("jit_") for name in first), first
+    assert sorted(f.name for f in cache.iterdir()) == first      # nothing new compiled
+    a, b = read_results(tmp_path / "o1").to_pylist(), read_results(tmp_path / "o2").to_pylist()
+    assert a == b
