@@ -89,24 +89,22 @@ def _target(value: str):
     return k
 
 
-def _positive(value: str) -> int:
-    try:
-        k = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
-    if k < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {k}")
-    return k
+def _int_at_least(minimum: int, what: str):
+    """argparse type: an int >= ``minimum``, errors saying it must be ``what``."""
+    def parse(value: str) -> int:
+        try:
+            k = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value!r}")
+        if k < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {k}")
+        return k
+    parse.__name__ = what
+    return parse
 
 
-def _non_negative(value: str) -> int:
-    try:
-        k = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value!r}")
-    if k < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {k}")
-    return k
+_positive = _int_at_least(1, "a positive integer")
+_non_negative = _int_at_least(0, "an integer >= 0")
 
 
 def _host_port(value: str) -> str:

@@ -778,9 +778,8 @@ def _make_step(spec: ModelSpec, method: str, target_mode, eps: float, bias_facto
 
     def step_out(x, lengths, tgt, idx):
         R, scores, tt = traced_step(x, lengths, tgt, idx)
-        per_step = lrpjax.baselines.per_step(R, x) if not spec.tokens and R.ndim == 3 else (
-            jnp.sum(R, axis=-1) if R.ndim == 3 else R)
-        R_full = R if (not spec.tokens and R.ndim == 3) else None
+        per_step = jnp.sum(R, axis=-1) if R.ndim == 3 else R    # over features / embedding dims
+        R_full = R if R.ndim == 3 and not spec.tokens else None
         score = jnp.take_along_axis(scores, tt[:, None].astype(jnp.int32), axis=1)[:, 0]
         out = {"relevance": per_step.astype(jnp.float32), "score": score.astype(jnp.float32),
                "target": tt.astype(jnp.int32)}
@@ -828,9 +827,7 @@ def _cached_step(spec: ModelSpec, method: str, target_mode, eps: float, bias_fac
     sharding = NamedSharding(Mesh(np.array(devices), ("data",)), P("data"))
     entry = _CachedStep(spec.apply, jax.jit(step, in_shardings=(sharding,) * 4), counter, devices,
                         sharding)
-    _STEP_CACHE[key] = entry
-    while len(_STEP_CACHE) > _STEP_CACHE_SIZE:
-        _STEP_CACHE.popitem(last=False)
+    _remember(_STEP_CACHE, key, entry)
     return entry
 
 
@@ -843,10 +840,15 @@ def _jitted_apply(apply: Callable) -> Callable:
     if hit is not None and hit[0] is apply:
         return hit[1]
     f = jax.jit(apply)
-    _PROBE_CACHE[id(apply)] = (apply, f)
-    while len(_PROBE_CACHE) > _STEP_CACHE_SIZE:
-        _PROBE_CACHE.popitem(last=False)
+    _remember(_PROBE_CACHE, id(apply), (apply, f))
     return f
+
+
+def _remember(cache: OrderedDict, key, value) -> None:
+    """Insert into a small LRU cache (the oldest entries beyond ``_STEP_CACHE_SIZE`` are dropped)."""
+    cache[key] = value
+    while len(cache) > _STEP_CACHE_SIZE:
+        cache.popitem(last=False)
 
 
 class _Runner:
@@ -1072,6 +1074,15 @@ def _scan_shards(out: Path, n_shards: int, job_key: str) -> tuple[list, int]:
     return missing, n_errors
 
 
+def _flock_nb(f, mode: int, message: str) -> None:
+    """Take ``fcntl.flock(f, mode)`` without waiting; :class:`JobError` ``message`` if it is held."""
+    import fcntl
+    try:
+        fcntl.flock(f.fileno(), mode | fcntl.LOCK_NB)
+    except OSError as e:
+        raise JobError(message) from e
+
+
 @contextlib.contextmanager
 def _lock(out: Path):
     """An exclusive lock on ``out`` (POSIX): two jobs never write the same directory."""
@@ -1084,11 +1095,8 @@ def _lock(out: Path):
     f = open(path, "a+")
     acquired = False
     try:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            raise JobError(f"another attribution job is writing to {out}; wait for it or use another "
-                           f"out_dir.") from e
+        _flock_nb(f, fcntl.LOCK_EX, f"another attribution job is writing to {out}; wait for it or use "
+                  f"another out_dir.")
         acquired = True
         yield
     finally:
@@ -1111,17 +1119,11 @@ def _process_lock(out: Path, p: int):
     own_path = out / f".lock-p{p}"
     own, acquired = None, False
     try:
-        try:
-            fcntl.flock(shared.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as e:
-            raise JobError(f"a single-process attribution job is writing to {out}; wait for it or use "
-                           f"another out_dir.") from e
+        _flock_nb(shared, fcntl.LOCK_SH, f"a single-process attribution job is writing to {out}; wait "
+                  f"for it or use another out_dir.")
         own = open(own_path, "a+")
-        try:
-            fcntl.flock(own.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            raise JobError(f"another process {p} of an attribution job is writing to {out} ({own_path.name}): "
-                           f"every process of a job needs its own process index.") from e
+        _flock_nb(own, fcntl.LOCK_EX, f"another process {p} of an attribution job is writing to {out} "
+                  f"({own_path.name}): every process of a job needs its own process index.")
         acquired = True
         yield
     finally:

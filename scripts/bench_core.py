@@ -130,16 +130,22 @@ def _np_lstm(Wxh, Whh, b, xs):
     return h, c, pre, gates
 
 
-def numpy_lrp_per_sample(w, x, target, eps=1e-3):
-    """Relevance ``(T, e)`` of one embedded sentence for the reference BiLSTM (signal-take-all)."""
+def _np_bilstm_forward(w, x, target):
+    """Forward pass of the reference BiLSTM on one sentence: ``(d, cell-input rows, sides, states per
+    side, scores, initial relevance = the target's score)``."""
     d = w["Whh_Left"].shape[1]
-    gd = slice(d, 2 * d)
     sides = {"Left": x, "Right": x[::-1]}
     st = {s: _np_lstm(w[f"Wxh_{s}"], w[f"Whh_{s}"], w[f"bxh_{s}"] + w[f"bhh_{s}"], xs)
           for s, xs in sides.items()}
     score = w["Why_Left"] @ st["Left"][0][-1] + w["Why_Right"] @ st["Right"][0][-1]
     R_s = np.zeros_like(score)
     R_s[target] = score[target]
+    return d, slice(d, 2 * d), sides, st, score, R_s
+
+
+def numpy_lrp_per_sample(w, x, target, eps=1e-3):
+    """Relevance ``(T, e)`` of one embedded sentence for the reference BiLSTM (signal-take-all)."""
+    d, gd, sides, st, score, R_s = _np_bilstm_forward(w, x, target)
     Rx = np.zeros_like(x)
     for s, xs in sides.items():
         h, c, pre, gates = st[s]
@@ -171,15 +177,8 @@ def numpy_lrp_messages_per_sample(w, x, target, eps=1e-3, bias_factor=0.0):
     explicit message matrix (over the concatenated ``[x_t; h_{t-1}]`` input of the cell input, as the
     formula is usually written), which is how per-sentence research implementations do it (and lets
     them spread the bias share with ``bias_factor``)."""
-    d = w["Whh_Left"].shape[1]
+    d, gd, sides, st, score, R_s = _np_bilstm_forward(w, x, target)
     e = x.shape[1]
-    gd = slice(d, 2 * d)
-    sides = {"Left": x, "Right": x[::-1]}
-    st = {s: _np_lstm(w[f"Wxh_{s}"], w[f"Whh_{s}"], w[f"bxh_{s}"] + w[f"bhh_{s}"], xs)
-          for s, xs in sides.items()}
-    score = w["Why_Left"] @ st["Left"][0][-1] + w["Why_Right"] @ st["Right"][0][-1]
-    R_s = np.zeros_like(score)
-    R_s[target] = score[target]
     Rx = np.zeros_like(x)
     for s, xs in sides.items():
         h, c, pre, gates = st[s]
