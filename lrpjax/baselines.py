@@ -38,11 +38,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrpjax.relevance import _check_scores, _check_x, _resolve_target, full_precision, relevance
+from lrpjax._checks import check_scores, check_x, concrete, pick, resolve_target
+from lrpjax.relevance import explain, full_precision, relevance
 
 Array = jax.Array
 
-__all__ = ["IGResult", "METHODS", "explain_ig", "gradient", "gradient_x_input", "integrated_gradients",
+__all__ = ["Attribution", "IGResult", "attribute", "METHODS", "explain_ig", "gradient", "gradient_x_input", "integrated_gradients",
            "integrated_gradients_completeness", "lrp", "occlusion", "per_step", "random_relevance",
            "sensitivity"]
 
@@ -55,7 +56,7 @@ def _check_input(x, fn: str) -> Array:
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise ValueError(f"{fn}: x must be a floating array of shape (T, F) or (B, T, F), got "
                          f"{type(x).__name__}.")
-    _check_x(x)
+    check_x(x)
     if x.ndim not in (2, 3):
         raise ValueError(f"{fn}: x must have shape (T, F) or (B, T, F) (2 or 3 dimensions), got shape "
                          f"{tuple(x.shape)} ({x.ndim} dimensions).")
@@ -63,17 +64,12 @@ def _check_input(x, fn: str) -> Array:
 
 
 def _check_model_out(scores, x: Array, fn: str) -> None:
-    _check_scores(scores)
+    check_scores(scores)
     want = "(C,)" if x.ndim == 2 else f"({x.shape[0]}, C)"
     ok = scores.ndim == 1 if x.ndim == 2 else (scores.ndim == 2 and scores.shape[0] == x.shape[0])
     if not ok:
         raise ValueError(f"{fn}: model_fn(x) for x of shape {tuple(x.shape)} must return scores of "
                          f"shape {want}, got {tuple(scores.shape)}.")
-
-
-def _pick(scores: Array, t: Array) -> Array:
-    """``scores[..., t]`` per row: ``(C,), () -> ()``; ``(B, C), (B,) -> (B,)``."""
-    return jnp.take_along_axis(scores, t[..., None], axis=-1)[..., 0]
 
 
 def _scores_and_target(model_fn: Callable, x: Array, target, fn: str):
@@ -82,7 +78,7 @@ def _scores_and_target(model_fn: Callable, x: Array, target, fn: str):
                          f"{type(model_fn).__name__}.")
     scores = model_fn(x)
     _check_model_out(scores, x, fn)
-    return scores, _resolve_target(target, scores)
+    return scores, resolve_target(target, scores)
 
 
 def _grad_fixed(model_fn: Callable, x: Array, t: Array) -> Array:
@@ -114,11 +110,8 @@ def _broadcastable(value, x: Array, name: str, fn: str) -> Array:
     if not ok:
         raise ValueError(f"{fn}: {name} must be broadcastable to x's shape {tuple(x.shape)}, got shape "
                          f"{tuple(v.shape)}.")
-    try:
-        concrete = np.asarray(v)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        concrete = None
-    if concrete is not None and not np.all(np.isfinite(concrete)):
+    values = concrete(v)
+    if values is not None and not np.all(np.isfinite(values)):
         raise ValueError(f"{fn}: {name} contains NaN/inf values.")
     return v.astype(x.dtype)
 
@@ -247,7 +240,7 @@ def explain_ig(model_fn: Callable[[Array], Array], x: Array, target=None, *, bas
         grads = jax.lax.map(lambda a: _grad_fixed(model_fn, x0 + a * delta, t), alphas,
                             batch_size=batch_size)
     ig = delta * jnp.mean(grads, axis=0)
-    s, s0 = _pick(scores, t), _pick(base_scores, t)
+    s, s0 = pick(scores, t), pick(base_scores, t)
     total = jnp.sum(ig.reshape(ig.shape[:-2] + (-1,)), axis=-1)
     return IGResult(ig, (total - (s - s0)).astype(x.dtype), s, s0, t)
 
@@ -316,19 +309,22 @@ def occlusion(model_fn: Callable[[Array], Array], x: Array, target=None, *, valu
 
         def occluded(step):
             hide = (jnp.arange(T) == step)[:, None]        # (T, 1): step's features
-            return _pick(model_fn(jnp.where(hide, v, x)), t)
+            return pick(model_fn(jnp.where(hide, v, x)), t)
 
         s_occ = jax.lax.map(occluded, jnp.arange(T), batch_size=batch_size)   # (T,) / (T, B)
-    return jnp.moveaxis(_pick(scores, t)[None] - s_occ, 0, -1).astype(x.dtype)
+    return jnp.moveaxis(pick(scores, t)[None] - s_occ, 0, -1).astype(x.dtype)
 
 
-def random_relevance(model_fn: Callable[[Array], Array], x: Array, target=None, *, seed=0) -> Array:
+def random_relevance(model_fn: Callable[[Array], Array], x: Array, target=None, *, seed=0,
+                     rows: Optional[Array] = None) -> Array:
     """Seeded standard normal values with the shape and dtype of ``x``: the floor of any comparison.
 
     Deterministic for a given ``seed`` (an int, may be traced) and shape; different seeds give different
     values. ``model_fn`` and ``target`` are accepted for the uniform signature and not used. The rows
     of a batch get different values, so a batch is not the concatenation of per-row calls (under
-    ``vmap`` every row gets the same values).
+    ``vmap`` every row gets the same values) -- unless ``rows`` is given: an int array ``(B,)`` of row
+    ids (e.g. dataset indices) for a batched ``x`` ``(B, T, F)``; row ``b`` then draws from
+    ``fold_in(key(seed), rows[b])``, whatever batch it is in (the job runner's ``method="random"``).
 
     >>> import jax.numpy as jnp, lrpjax
     >>> r = lrpjax.baselines.random_relevance(None, jnp.ones((4, 3)), seed=1)
@@ -339,7 +335,15 @@ def random_relevance(model_fn: Callable[[Array], Array], x: Array, target=None, 
     s = jnp.asarray(seed)
     if isinstance(seed, bool) or not jnp.issubdtype(s.dtype, jnp.integer) or s.shape != ():
         raise ValueError(f"random_relevance: seed must be an int, got {seed!r}.")
-    return jax.random.normal(jax.random.key(s), x.shape, x.dtype)
+    if rows is None:
+        return jax.random.normal(jax.random.key(s), x.shape, x.dtype)
+    rows = jnp.asarray(rows)
+    if x.ndim != 3 or rows.shape != x.shape[:1] or not jnp.issubdtype(rows.dtype, jnp.integer):
+        raise ValueError(f"random_relevance: rows must be an int array of shape (B,) = "
+                         f"{tuple(x.shape[:1])} for a batch x (B, T, F); got {rows.dtype} "
+                         f"{tuple(rows.shape)} for x of shape {tuple(x.shape)}.")
+    draw = lambda i: jax.random.normal(jax.random.fold_in(jax.random.key(s), i), x.shape[1:], x.dtype)
+    return jax.vmap(draw)(rows)
 
 
 def lrp(model_fn: Callable[[Array], Array], x, target=None, **rule_kw):
@@ -357,6 +361,56 @@ METHODS: dict[str, Callable] = {
     "random": random_relevance,
 }
 """Method name -> function with the uniform signature ``(model_fn, x, target=None, **kw)``."""
+
+
+class Attribution(NamedTuple):
+    """What :func:`attribute` returns (a pytree).
+
+    relevance: the method's result, like ``x`` or per step (``sensitivity``, ``occlusion``).
+    scores: ``(C,)`` / ``(B, C)`` the model's scores at ``x``.
+    target: ``()`` / ``(B,)`` the explained class.
+    """
+
+    relevance: Array
+    scores: Array
+    target: Array
+
+
+def attribute(method: str, model_fn: Callable[[Array], Array], x: Array, target=None,
+              **options) -> Attribution:
+    """Any method of :data:`METHODS` by name, with the model's scores and the resolved target.
+
+    Args:
+      method: a key of :data:`METHODS` (``"lrp"``, ``"gradient"``, ...).
+      model_fn, x, target: as the methods (``x`` ``(T, F)`` or ``(B, T, F)``).
+      **options: the method's keywords (``eps``/``bias_factor``/``gate``/``strict`` for ``"lrp"``,
+        ``steps``/``baseline`` for integrated gradients, ``seed``/``rows`` for ``"random"``, ...).
+    Returns:
+      :class:`Attribution` ``(relevance, scores, target)``. The gradient methods cost one forward
+      and one backward pass (the scores come from the same forward).
+
+    >>> import jax.numpy as jnp, lrpjax
+    >>> W = jnp.arange(12.0).reshape(2, 3, 2)
+    >>> model = lambda x: jnp.einsum("...tf,tfc->...c", x, W)
+    >>> a = lrpjax.baselines.attribute("gradient_x_input", model, jnp.ones((2, 3)))
+    >>> a.relevance.shape, a.scores.tolist(), int(a.target)
+    ((2, 3), [30.0, 36.0], 1)
+    """
+    if method not in METHODS:
+        raise ValueError(f"attribute: method must be one of {tuple(METHODS)}, got {method!r}.")
+    if method == "lrp":
+        ex = explain(model_fn, x, target, **options)
+        return Attribution(ex.relevance, ex.scores, ex.target)
+    x = _check_input(x, method)
+    with full_precision():
+        if method in ("gradient", "gradient_x_input") and not options:  # one forward + one backward
+            scores, vjp = jax.vjp(model_fn, x)
+            _check_model_out(scores, x, method)
+            t = resolve_target(target, scores)
+            (g,) = vjp(jax.nn.one_hot(t, scores.shape[-1], dtype=scores.dtype))
+            return Attribution(g * x if method == "gradient_x_input" else g, scores, t)
+        scores, t = _scores_and_target(model_fn, x, target, method)
+        return Attribution(METHODS[method](model_fn, x, t, **options), scores, t)
 
 
 def per_step(attribution: Array, x: Array) -> Array:

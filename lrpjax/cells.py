@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrpjax import rules
+from lrpjax import _checks, rules
 
 Array = jax.Array
 
@@ -121,8 +121,11 @@ def _block(a: Array, canon: str, q: str, d: int) -> Array:
     return a[..., k * d:(k + 1) * d]
 
 
-def _make_preactivations(p: LSTMParams, variant: str, d: int):
-    """Slice the weights once (outside the time loop) and return ``(x_t, h) -> {gate: a_q}``."""
+def lstm_preactivations(p: LSTMParams, variant: str, d: int) -> Callable[[Array, Array], dict]:
+    """Slice the weights once (outside the time loop) and return ``(x_t, h) -> {gate: a_q}``.
+
+    ``x_t`` ``(..., e)``, ``h`` ``(..., d)``; each ``a_q`` is ``(..., d)``, for the gate blocks of the
+    ``variant`` (see the module doc)."""
     canon = VARIANT_GATES[variant]
     if variant == "rudder":
         wxg, bg = _block(p.wx, canon, "g", d), _block(p.b, canon, "g", d)
@@ -149,9 +152,10 @@ def _make_preactivations(p: LSTMParams, variant: str, d: int):
     return lrp
 
 
-def _cell(variant: str, z: dict, c: Array, gate_fn: Callable = jax.nn.sigmoid,
-          act_fn: Callable = jnp.tanh) -> tuple[Array, Array]:
-    """One LSTM step from pre-activations ``z``: returns ``(c_new, h_new)``."""
+def lstm_cell_update(variant: str, z: dict, c: Array, gate_fn: Callable = jax.nn.sigmoid,
+                     act_fn: Callable = jnp.tanh) -> tuple[Array, Array]:
+    """One LSTM step from pre-activations ``z`` (``{gate: (..., d)}``) and the previous cell state
+    ``c`` ``(..., d)``: returns ``(c_new, h_new)``, each ``(..., d)``."""
     g = rules.act(act_fn, z["g"])
     ig = rules.gated(rules.act(gate_fn, z["i"]), g)
     if "f" in z:
@@ -164,12 +168,21 @@ def _cell(variant: str, z: dict, c: Array, gate_fn: Callable = jax.nn.sigmoid,
     return c_new, (rules.gated(rules.act(gate_fn, z["o"]), tc) if "o" in z else tc)
 
 
-def _concrete(a) -> Optional[np.ndarray]:
-    """``a`` as a numpy array, or ``None`` when it is traced (inside jit/vmap)."""
-    try:
-        return np.asarray(a)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
+def lstm_cell(params: LSTMParams, carry: tuple[Array, Array], x_t: Array, *,
+              variant: str = "standard", gate_fn: Callable = jax.nn.sigmoid,
+              act_fn: Callable = jnp.tanh) -> tuple[Array, Array]:
+    """One LSTM step with the LRP rules: ``carry = (c, h)`` ``(..., d)`` each, ``x_t`` ``(..., e)``;
+    returns ``(c_new, h_new)``. (The Flax integration computes Flax's cells with it.)
+
+    >>> import jax, jax.numpy as jnp, lrpjax
+    >>> p = lrpjax.init_lstm(jax.random.key(0), 4, 3)
+    >>> c, h = lrpjax.cells.lstm_cell(p, (jnp.zeros(3), jnp.zeros(3)), jnp.ones(4))
+    >>> c.shape, h.shape
+    ((3,), (3,))
+    """
+    c, h = carry
+    z = lstm_preactivations(params, variant, h.shape[-1])(x_t, h)
+    return lstm_cell_update(variant, z, c, gate_fn, act_fn)
 
 
 def _check_lengths(lengths, B: int, T: int):
@@ -177,7 +190,7 @@ def _check_lengths(lengths, B: int, T: int):
     if lengths.shape != (B,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise ValueError(f"lengths must be an integer array of shape ({B},) (one length per "
                          f"sequence), got {lengths.dtype} {lengths.shape}.")
-    concrete = _concrete(lengths)
+    concrete = _checks.concrete(lengths)
     if concrete is not None:
         lo, hi = int(concrete.min(initial=0)), int(concrete.max(initial=0))
         if lo < 0 or hi > T:
@@ -234,11 +247,11 @@ def lstm(params: LSTMParams, x: Array, *, lengths: Optional[Array] = None,
     def state(v):
         return _initial_state(v, d, B, unbatched, x.dtype)
 
-    preact = _make_preactivations(params, variant, d)
+    preact = lstm_preactivations(params, variant, d)
 
     def step(carry, x_t):
         c, h = carry
-        c_new, h_new = _cell(variant, preact(x_t, h), c)
+        c_new, h_new = lstm_cell_update(variant, preact(x_t, h), c)
         return (c_new, h_new), h_new
 
     hs, (c, h) = _run(step, (state(c0), state(h0)), x, lengths, reverse)

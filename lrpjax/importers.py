@@ -11,6 +11,7 @@ function                      source -> target
 :func:`keras_lstm`            Keras ``LSTM`` weights (``layer.get_weights()``) -> ``LSTMParams``
 :func:`keras_gru`             Keras ``GRU(reset_after=True)`` weights -> ``GRUParams``
 :func:`arras_lstm`            one side of the Arras et al. (2017) reference BiLSTM -> ``LSTMParams``
+:func:`from_arras_bilstm`     the whole reference BiLSTM classifier -> a model function
 :func:`to_flax_lstm_cell`     ``LSTMParams`` -> linen ``LSTMCell`` / ``OptimizedLSTMCell`` param tree
 :func:`to_flax_gru_cell`      ``GRUParams`` -> linen ``GRUCell`` param tree
 :func:`from_flax_lstm_cell`   linen ``LSTMCell`` / ``OptimizedLSTMCell`` param tree -> ``LSTMParams``
@@ -26,11 +27,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from lrpjax.cells import GRUParams, LSTMParams, gru_params, lstm_params
+from lrpjax import rules
+from lrpjax.cells import GRUParams, LSTMParams, bilstm, gru_params, lstm_params
 
 __all__ = ["arras_lstm", "from_flax_gru_cell", "from_flax_lstm_cell", "keras_gru", "keras_lstm",
            "to_flax_bidirectional", "to_flax_gru_cell", "to_flax_lstm_cell", "to_flax_rnn",
@@ -307,6 +311,61 @@ def arras_lstm(weights: Union[Mapping, str, os.PathLike], side: str) -> LSTMPara
     if bad:
         raise ValueError("shape mismatch in the reference weights: " + "; ".join(bad) + ".")
     return lstm_params(wxh, whh, bxh, bhh, gate_order="igfo", layout="rows")
+
+
+ARRAS_KEYS = ("Wxh_Left", "Whh_Left", "bxh_Left", "bhh_Left", "Wxh_Right", "Whh_Right", "bxh_Right",
+              "bhh_Right", "Why_Left", "Why_Right")
+
+
+def load_arras_weights(weights: Union[Mapping, str, os.PathLike]) -> dict:
+    """Read the reference's weight dict (a mapping, or an ``.npz`` path) into numpy arrays and check it.
+
+    The weights are *read*, never shipped: the released model is a research fixture (see the data
+    README)."""
+    if isinstance(weights, (str, os.PathLike)):
+        with np.load(weights) as f:
+            weights = {k: f[k] for k in f.files}
+    missing = [k for k in ARRAS_KEYS if k not in weights]
+    if missing:
+        raise ValueError(f"weights lack the reference key(s) {missing}; expected {list(ARRAS_KEYS)}.")
+    w = {k: _to_numpy(weights[k]) for k in ARRAS_KEYS}
+    for side in ("Left", "Right"):
+        d = arras_lstm(w, side).wh.shape[0]   # checks the LSTM weights' shapes
+        C = w["Why_Left"].shape[0] if w["Why_Left"].ndim == 2 else -1
+        if w[f"Why_{side}"].shape != (C, d):
+            raise ValueError(f"Why_{side} has shape {w[f'Why_{side}'].shape}, expected ({C}, {d}).")
+    return w
+
+
+def from_arras_bilstm(weights: Union[Mapping, str, os.PathLike]) -> Callable:
+    """Model function of the Arras et al. (2017) reference bidirectional LSTM classifier.
+
+    Args:
+      weights: mapping or ``.npz`` path with the keys ``Wxh_Left, Whh_Left, bxh_Left, bhh_Left`` (and
+        ``_Right``), ``Why_Left, Why_Right``: stacked gate rows in the order i, g, f, o, two biases,
+        the left LSTM reads ``x`` forwards, the right one backwards, no output bias.
+    Returns:
+      ``model_fn(x, lengths=None)`` mapping embedded inputs ``(T, e)`` or ``(B, T, e)`` (optionally
+      padded, with ``lengths (B,)``) to class scores ``(C,)`` / ``(B, C)``; parameters are cast to
+      ``x``'s dtype.
+
+    >>> import lrpjax, jax.numpy as jnp
+    >>> model = lrpjax.importers.from_arras_bilstm("../shared/data/sst_bilstm_li2016/weights.npz")  # doctest: +SKIP
+    >>> lrpjax.relevance(model, jnp.zeros((7, 60)) + 0.1, target=4).shape  # doctest: +SKIP
+    (7, 60)
+    """
+    w = load_arras_weights(weights)
+    pf, pb = arras_lstm(w, "Left"), arras_lstm(w, "Right")   # gate order i, g, f, o; two biases
+    out_l, out_r = w["Why_Left"].T, w["Why_Right"].T
+
+    def model_fn(x: jax.Array, lengths: Optional[jax.Array] = None) -> jax.Array:
+        x = jnp.asarray(x)
+        cast = lambda a: jnp.asarray(a, x.dtype)
+        _, ((_, h_fwd), (_, h_bwd)) = bilstm(jax.tree.map(cast, pf), jax.tree.map(cast, pb), x,
+                                             lengths=lengths)
+        return rules.linear((h_fwd, h_bwd), (cast(out_l), cast(out_r)))
+
+    return model_fn
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,15 +8,15 @@ at ``x`` is the relevance (see :mod:`lrpjax.rules`).
 from __future__ import annotations
 
 import contextlib
-import sys
-
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from lrpjax import rewrite, rules, strict as strict_mode
+from lrpjax._checks import (DEFAULT_BIAS_FACTOR, DEFAULT_EPS, DEFAULT_GATE, check_scores, check_x,
+                            resolve_target)
+from lrpjax.flax_integration import flax_rules
 
 Array = jax.Array
 PyTree = Any
@@ -48,76 +48,10 @@ class Explanation(NamedTuple):
     state_relevance: tuple
 
 
-def _check_x(x: PyTree) -> list:
-    leaves, _ = jax.tree_util.tree_flatten_with_path(x)
-    if not leaves:
-        raise ValueError("x must be an array or a pytree with at least one array, got an empty pytree.")
-    for path, leaf in leaves:
-        name = "x" + jax.tree_util.keystr(path)
-        dtype = getattr(leaf, "dtype", None)
-        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-            raise ValueError(
-                f"{name} must be a floating-point array (relevance is defined on real-valued inputs), "
-                f"got {type(leaf).__name__} with dtype {dtype}. Integer token ids: embed them first and "
-                f"explain the embedded sequence.")
-        try:
-            concrete = np.asarray(leaf)
-        except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-            continue  # traced (inside jit/vmap): checked by the caller's own data pipeline
-        if not np.all(np.isfinite(concrete)):
-            bad = int(np.size(concrete) - np.count_nonzero(np.isfinite(concrete)))
-            raise ValueError(f"{name} contains {bad} NaN/inf value(s); relevance of non-finite inputs "
-                             f"is undefined. Clean or mask them (use lengths= for padding) first.")
-    return [leaf for _, leaf in leaves]
-
-
-def _check_scores(out) -> None:
-    shape, dtype = getattr(out, "shape", None), getattr(out, "dtype", None)
-    if shape is None or len(shape) not in (1, 2) or not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(
-            f"model_fn(x) must return one floating array of class scores (logits) with shape (C,) or "
-            f"(B, C); got {jax.tree.map(lambda a: getattr(a, 'shape', a), out)} "
-            f"with dtype {dtype}.")
-
-
-def _resolve_target(target, scores: Array) -> Array:
-    C = scores.shape[-1]
-    batch = scores.shape[:-1]
-    if target is None:
-        return jnp.argmax(jax.lax.stop_gradient(scores), axis=-1).astype(jnp.int32)
-    t = jnp.asarray(target)
-    if not jnp.issubdtype(t.dtype, jnp.integer):
-        raise ValueError(f"target must be None, an int or an integer array, got dtype {t.dtype}.")
-    if t.shape not in ((), batch):
-        raise ValueError(f"target must have shape () or {batch} for scores of shape {scores.shape}, "
-                         f"got {t.shape}.")
-    try:
-        tc = np.asarray(t)
-        if tc.size and (tc.min() < 0 or tc.max() >= C):
-            raise ValueError(f"target must lie in [0, {C}) for {C} classes, got values in "
-                             f"[{tc.min()}, {tc.max()}].")
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        pass
-    return jnp.broadcast_to(t, batch).astype(jnp.int32)
-
-
-@contextlib.contextmanager
-def _flax_hooks(model_fn=None):
-    """Flax layers are intercepted while tracing if Flax is in use (a scoped, reversible change)."""
-    with contextlib.ExitStack() as stack:
-        if "flax.linen" in sys.modules:  # the user's model may be a linen module
-            from lrpjax.flax_integration import linen_rules
-            stack.enter_context(linen_rules())
-        if "flax.nnx" in sys.modules:  # ... or an nnx module
-            from lrpjax.flax_integration import nnx_rules
-            stack.enter_context(nnx_rules(model_fn))
-        yield
-
-
 @contextlib.contextmanager
 def _tracing(cfg: rules.RuleConfig, sinks, model_fn=None):
     """Rules active while ``model_fn`` is traced."""
-    with rules.rule_context(cfg, sinks) as ctx, _flax_hooks(model_fn):
+    with rules.rule_context(cfg, sinks) as ctx, flax_rules(model_fn):
         yield ctx
 
 
@@ -148,7 +82,7 @@ def _compute_traced(model_fn: Callable, x: PyTree, target, eps, bias_factor, gat
         raise ValueError(f"strict must be True or False, got {strict!r}.")
     if not callable(model_fn):
         raise ValueError(f"model_fn must be callable (x -> class scores), got {type(model_fn).__name__}.")
-    leaves = _check_x(x)
+    leaves = check_x(x)
 
     specs: list = []
 
@@ -159,7 +93,7 @@ def _compute_traced(model_fn: Callable, x: PyTree, target, eps, bias_factor, gat
         return out
 
     closed, out_shape = jax.make_jaxpr(collect, return_shape=True)(x)
-    _check_scores(out_shape)
+    check_scores(out_shape)
     needs_rewrite = strict_mode.check(closed, [True] * len(leaves), strict)
 
     def run(x, sinks):
@@ -177,14 +111,14 @@ def _compute_traced(model_fn: Callable, x: PyTree, target, eps, bias_factor, gat
                 return rewrite.evaluate(closed_run, tainted, *flat)[0]
 
     scores, vjp = jax.vjp(run, x, sinks)
-    t = _resolve_target(target, scores)
+    t = resolve_target(target, scores)
     seed = jax.nn.one_hot(t, scores.shape[-1], dtype=scores.dtype) * scores
     R, R_states = vjp(seed)
     return R, scores, t, R_states
 
 
-def relevance(model_fn: Callable[[PyTree], Array], x: PyTree, target=None, *, eps: float = 1e-3,
-              bias_factor: float = 0.0, gate: str = "all", strict: bool = True) -> PyTree:
+def relevance(model_fn: Callable[[PyTree], Array], x: PyTree, target=None, *, eps: float = DEFAULT_EPS,
+              bias_factor: float = DEFAULT_BIAS_FACTOR, gate: str = DEFAULT_GATE, strict: bool = True) -> PyTree:
     """LRP relevance of ``x`` for the ``target`` class score of ``model_fn(x)``.
 
     Args:
@@ -215,8 +149,8 @@ def relevance(model_fn: Callable[[PyTree], Array], x: PyTree, target=None, *, ep
     return _compute(model_fn, x, target, eps, bias_factor, gate, strict)[0]
 
 
-def explain(model_fn: Callable[[PyTree], Array], x: PyTree, target=None, *, eps: float = 1e-3,
-            bias_factor: float = 0.0, gate: str = "all", strict: bool = True) -> Explanation:
+def explain(model_fn: Callable[[PyTree], Array], x: PyTree, target=None, *, eps: float = DEFAULT_EPS,
+            bias_factor: float = DEFAULT_BIAS_FACTOR, gate: str = DEFAULT_GATE, strict: bool = True) -> Explanation:
     """Like :func:`relevance`, with the conservation report (see :class:`Explanation`).
 
     For batched scores ``(B, C)`` every leaf of ``x`` and every initial state must have the leading
@@ -250,8 +184,8 @@ def explain(model_fn: Callable[[PyTree], Array], x: PyTree, target=None, *, eps:
 
 
 def explain_tokens(model_fn: Callable[[Array], Array], ids: Array, target=None, *,
-                   eps: float = 1e-3, bias_factor: float = 0.0, gate: str = "all",
-                   strict: bool = True) -> Explanation:
+                   eps: float = DEFAULT_EPS, bias_factor: float = DEFAULT_BIAS_FACTOR,
+                   gate: str = DEFAULT_GATE, strict: bool = True) -> Explanation:
     """Explain a model that takes integer token ids and embeds them itself (Flax ``Embed`` or
     :func:`lrpjax.rules.embed_lookup`), e.g. ``lambda ids: model.apply(params, ids)``.
 
@@ -275,21 +209,41 @@ def explain_tokens(model_fn: Callable[[Array], Array], ids: Array, target=None, 
         raise ValueError(f"ids must be integer token ids, got dtype {ids.dtype}; for embedded "
                          f"(float) inputs use lrpjax.explain.")
 
+    emb, on_embeddings = embedding_input(model_fn, ids)
+    ex = explain(on_embeddings, emb, target, eps=eps, bias_factor=bias_factor, gate=gate,
+                 strict=strict)
+    return ex._replace(relevance=jnp.sum(ex.relevance, axis=-1))
+
+
+def embedding_input(model_fn: Callable[[Array], Array], ids: Array) -> tuple[Array, Callable]:
+    """Split a token model at its embedding lookup: returns ``(emb, on_embeddings)``.
+
+    ``emb`` is the lookup's output ``(*ids.shape, E)`` and ``on_embeddings(e)`` runs ``model_fn(ids)``
+    with ``e`` in place of the lookup's output, so any attribution method can explain a token model on
+    its embeddings (:func:`explain_tokens` uses it; so do the job runner's baselines). The model must
+    contain exactly one lookup (a Flax ``Embed`` or :func:`lrpjax.rules.embed_lookup`).
+
+    >>> import jax.numpy as jnp, lrpjax
+    >>> table = jnp.arange(12.0).reshape(4, 3)
+    >>> model = lambda ids: lrpjax.rules.embed_lookup(table, ids).sum(-1)
+    >>> emb, f = lrpjax.embedding_input(model, jnp.array([1, 2]))
+    >>> emb.shape, f(jnp.zeros((2, 3))).tolist()
+    ((2, 3), [0.0, 0.0])
+    """
     def embedded(ids):  # jitted: XLA keeps only the lookup, the rest of the model is dead code
         captured: list = []
-        with rules.token_mode("capture", captured), _flax_hooks(model_fn):
+        with rules.token_mode("capture", captured), flax_rules(model_fn):
             model_fn(ids)
         if len(captured) != 1:
             raise ValueError(f"explain_tokens needs exactly one embedding lookup in the model (a Flax "
                              f"Embed or lrpjax.rules.embed_lookup), found {len(captured)}.")
         return captured[0]
 
-    emb = jax.jit(embedded)(ids)
-
     def on_embeddings(e):
-        with rules.token_mode("inject", [e]):
+        # Under relevance's rule context the Flax hooks are already active (entering them twice would
+        # register the initial states twice); a plain caller (a baseline) needs them for the injection.
+        hooks = flax_rules(model_fn) if rules.current() is None else contextlib.nullcontext()
+        with rules.token_mode("inject", [e]), hooks:
             return model_fn(ids)
 
-    ex = explain(on_embeddings, emb, target, eps=eps, bias_factor=bias_factor, gate=gate,
-                 strict=strict)
-    return ex._replace(relevance=jnp.sum(ex.relevance, axis=-1))
+    return jax.jit(embedded)(ids), on_embeddings

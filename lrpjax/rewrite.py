@@ -23,60 +23,13 @@ user-written ``scan``/``while``/``cond`` bodies. Non-linear element-wise functio
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 
-import jax
 import jax.numpy as jnp
 from jax.extend import core as jex_core
 
 from lrpjax import rules
-
-CALLS = ("pjit", "jit", "closed_call", "core_call")
-
-
-def _shape(v) -> tuple:
-    return tuple(getattr(v.aval, "shape", ()))
-
-
-def rule_for(eqn, tainted: Sequence[bool]) -> Optional[Callable]:
-    """The rule implementing ``eqn`` (``fn(*invals) -> list of outvals``), or ``None`` if none fits."""
-    name, p = eqn.primitive.name, eqn.params
-    t = list(tainted)
-    out = _shape(eqn.outvars[0])
-    if name == "reduce_sum" and t[0]:
-        return lambda a: [rules.sum_over(a, p["axes"])]
-    if name == "reduce_max" and t[0]:
-        return lambda a: [rules.max_over(a, p["axes"])]
-    if name == "neg" and t[0]:
-        return lambda a: [rules.scale(a, -1.0)]
-    if name == "mul" and t[0] != t[1]:
-        k = 0 if t[0] else 1
-        if _shape(eqn.invars[k]) == out:
-            return lambda a, b: [rules.scale((a, b)[k], (a, b)[1 - k])]
-    if name == "div" and t[0] and not t[1] and _shape(eqn.invars[0]) == out:
-        return lambda a, b: [rules.scale(a, 1.0 / b)]
-    if name in ("add", "add_any", "sub"):
-        sign = -1.0 if name == "sub" else 1.0
-        if all(t) and _shape(eqn.invars[0]) == _shape(eqn.invars[1]) == out:
-            return lambda a, b: [rules.accumulate(a, b if sign > 0 else rules.scale(b, -1.0))]
-        if t[0] != t[1]:
-            k = 0 if t[0] else 1
-            if _shape(eqn.invars[k]) == out and len(out) >= 1:
-                def bias_add(a, b):
-                    x, c = (a, b)[k], (a, b)[1 - k]
-                    if k == 1 and sign < 0:   # c - x = (-x) + c
-                        x = rules.scale(x, -1.0)
-                    elif sign < 0:            # x - c
-                        c = -c
-                    return [rules.linear(x, None, jnp.broadcast_to(c, out).astype(x.dtype))]
-                return bias_add
-    if name == "dot_general" and t[0] and not t[1]:
-        (lc, rc), (lb, rb) = p["dimension_numbers"]
-        lhs, rhs = _shape(eqn.invars[0]), _shape(eqn.invars[1])
-        if (len(rhs) == 2 and tuple(lc) == (len(lhs) - 1,) and tuple(rc) == (0,) and not lb
-                and not rb):
-            return lambda a, w: [rules.linear(a, w.astype(a.dtype)).astype(eqn.outvars[0].aval.dtype)]
-    return None
+from lrpjax._jaxpr import CALLS, is_float, out_taint, rule_for, shape_of
 
 
 def _bias_fusions(jaxpr) -> dict:
@@ -96,7 +49,7 @@ def _bias_fusions(jaxpr) -> dict:
         if out in outs or len(users) != 1:
             continue
         nxt = jaxpr.eqns[users[0]]
-        if (nxt.primitive.name in ("add", "add_any") and _shape(nxt.outvars[0]) == _shape(out)
+        if (nxt.primitive.name in ("add", "add_any") and shape_of(nxt.outvars[0]) == shape_of(out)
                 and sum(v is out for v in nxt.invars) == 1):
             fusions[k] = users[0]
     return fusions
@@ -104,11 +57,10 @@ def _bias_fusions(jaxpr) -> dict:
 
 def evaluate(closed_jaxpr, tainted_in: Sequence[bool], *args):
     """Evaluate ``closed_jaxpr`` on ``args`` with the rewritable operations replaced by their rules."""
-    from lrpjax import strict
-    return _eval(closed_jaxpr.jaxpr, closed_jaxpr.consts, list(args), list(tainted_in), strict)[0]
+    return _eval(closed_jaxpr.jaxpr, closed_jaxpr.consts, list(args), list(tainted_in))[0]
 
 
-def _eval(jaxpr, consts, args, tainted_in, strict):
+def _eval(jaxpr, consts, args, tainted_in):
     env, taint = {}, {}
     for v, c in zip(jaxpr.constvars, consts):
         env[v], taint[v] = c, False
@@ -124,7 +76,7 @@ def _eval(jaxpr, consts, args, tainted_in, strict):
             slot = 0 if eqn.invars[0] is product else 1
             out = eqn.outvars[0]
             if not is_t(eqn.invars[1 - slot]):
-                b = jnp.broadcast_to(read(eqn.invars[1 - slot]), _shape(out)).astype(a.dtype)
+                b = jnp.broadcast_to(read(eqn.invars[1 - slot]), shape_of(out)).astype(a.dtype)
                 z = rules.linear(a, w.astype(a.dtype), b)
                 env[out], taint[out] = z.astype(out.aval.dtype), True
                 continue
@@ -145,14 +97,14 @@ def _eval(jaxpr, consts, args, tainted_in, strict):
             sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
             sub_j = sub.jaxpr if hasattr(sub, "jaxpr") else sub
             sub_c = sub.consts if hasattr(sub, "consts") else ()
-            outvals, tout = _eval(sub_j, sub_c, invals, tin, strict)
+            outvals, tout = _eval(sub_j, sub_c, invals, tin)
         else:
             params = eqn.primitive.get_bind_params(eqn.params)
             with eqn.ctx.manager:
                 outvals = eqn.primitive.bind(*invals, **params)
             if not eqn.primitive.multiple_results:
                 outvals = [outvals]
-            tout = strict.out_taint(eqn, tin) if any(tin) else [False] * len(eqn.outvars)
+            tout = out_taint(eqn, tin) if any(tin) else [False] * len(eqn.outvars)
         for v, val, tt in zip(eqn.outvars, outvals, tout):
-            env[v], taint[v] = val, bool(tt) and strict._is_float(v)
+            env[v], taint[v] = val, bool(tt) and is_float(v)
     return [read(v) for v in jaxpr.outvars], [is_t(v) for v in jaxpr.outvars]

@@ -30,16 +30,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import numbers
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-Array = jax.Array
+from lrpjax._checks import (DEFAULT_BIAS_FACTOR, DEFAULT_EPS, DEFAULT_GATE, GATE_RULES,
+                            check_rule_options)
 
-GATE_RULES = ("all", "half", "prop", "abs")
+Array = jax.Array
 
 
 class RuleConfig(NamedTuple):
@@ -51,25 +51,21 @@ class RuleConfig(NamedTuple):
     gate: rule for gated products, one of ``"all"`` (signal-take-all), ``"half"``, ``"prop"``, ``"abs"``.
     """
 
-    eps: float = 1e-3
-    bias_factor: float = 0.0
-    gate: str = "all"
+    eps: float = DEFAULT_EPS
+    bias_factor: float = DEFAULT_BIAS_FACTOR
+    gate: str = DEFAULT_GATE
 
 
-def make_config(eps: float = 1e-3, bias_factor: float = 0.0, gate: str = "all") -> RuleConfig:
+def make_config(eps: float = DEFAULT_EPS, bias_factor: float = DEFAULT_BIAS_FACTOR,
+                gate: str = DEFAULT_GATE) -> RuleConfig:
     """Validate rule options and return a :class:`RuleConfig`; raises ``ValueError`` naming the argument.
 
     The options are static Python numbers (they select the rules at trace time), not traced arrays.
+
+    >>> make_config(eps=0.01, gate="half")
+    RuleConfig(eps=0.01, bias_factor=0.0, gate='half')
     """
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0 or eps != eps:
-        raise ValueError(f"eps must be a number > 0 (the epsilon-rule stabiliser), got {eps!r}.")
-    if (isinstance(bias_factor, bool) or not isinstance(bias_factor, numbers.Real)
-            or not 0.0 <= bias_factor <= 1.0):
-        raise ValueError(f"bias_factor must be a number in [0, 1] (0 = reference default, "
-                         f"1 = exact conservation), got {bias_factor!r}.")
-    if gate not in GATE_RULES:
-        raise ValueError(f"gate must be one of {GATE_RULES}, got {gate!r}.")
-    return RuleConfig(float(eps), float(bias_factor), gate)
+    return RuleConfig(*check_rule_options(eps, bias_factor, gate))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,12 +145,25 @@ def _epsilon(z: Array, R: Array, bias: Optional[Array], n_lower: int,
     return S, share
 
 
+RULE_ATTRIBUTE = "lrpjax_rule"
+"""Attribute naming the rule on each custom_vjp backward (how strict mode recognises a rule)."""
+
+
 def _rule(name: str):
     """Mark a custom_vjp backward as an lrpjax rule (the strict-mode checker recognises it)."""
     def mark(bwd: Callable) -> Callable:
-        bwd._lrpjax_rule = name  # type: ignore[attr-defined]
+        setattr(bwd, RULE_ATTRIBUTE, name)
         return bwd
     return mark
+
+
+def rule_name(bwd: Any) -> Optional[str]:
+    """The rule a custom_vjp backward implements (``"linear"``, ``"no_relevance"``, ...), or ``None``
+    for any other function; sees through ``functools.partial`` and JAX's wrappers (``.f``)."""
+    f = getattr(bwd, "f", bwd)
+    while hasattr(f, "func"):  # functools.partial
+        f = f.func
+    return getattr(f, RULE_ATTRIBUTE, None)
 
 
 def _matmul(a: Array, w: Optional[Array]) -> Array:
@@ -612,3 +621,14 @@ def conv(inputs: Sequence[Array], kernels: Sequence[Array], bias: Optional[Array
     if cfg is None:
         return _conv_sum(inputs, kernels, bias, spec)
     return _conv_rule(cfg, spec)(inputs, kernels, bias)
+
+
+def conv_gate_preactivation(inputs: Sequence[Array], kernels: Sequence[Array],
+                            bias: Optional[Array], spec: ConvSpec) -> Array:
+    """Gates of a ConvLSTM: :func:`conv`, except under ``gate="all"`` (no relevance reaches a gate),
+    where it is :func:`no_relevance` -- the convolutional twin of :func:`gate_preactivation`."""
+    inputs, kernels = _as_tuple(inputs), _as_tuple(kernels)
+    cfg = current()
+    if cfg is not None and cfg.gate == "all":
+        return no_relevance(lambda a, k, b: _conv_sum(a, k, b, spec), inputs, kernels, bias)
+    return conv(inputs, kernels, bias, spec)

@@ -11,28 +11,13 @@ and reports each offending operation with its source line.
 from __future__ import annotations
 
 import warnings
-from typing import Iterable, Optional
+from typing import Iterable
 
-import jax
-from jax.extend import core as jex_core
+from jax.extend import source_info_util
 
-try:  # source lines of jaxpr equations (a stable helper, but private)
-    from jax._src import source_info_util as _siu
-except ImportError:  # pragma: no cover
-    _siu = None
+from lrpjax._jaxpr import LINEAR, open_jaxpr, walk
 
-# Operations that only move, copy, select or re-type values: relevance passes through their
-# transpose correctly (copies' relevance is summed back, unselected branches get zero).
-STRUCTURAL = frozenset({
-    "reshape", "squeeze", "expand_dims", "broadcast_in_dim", "transpose", "slice", "dynamic_slice",
-    "dynamic_update_slice", "concatenate", "gather", "pad", "rev", "select_n", "convert_element_type",
-    "copy", "copy_p", "reduce_precision", "split", "optimization_barrier", "sharding_constraint",
-    "device_put", "mesh_cast", "reshard", "pvary", "psum_invariant",
-})
-# Operations whose output carries no relevance (no gradient path).
-BLOCKING = frozenset({"stop_gradient"})
-LINEAR = frozenset({"add", "add_any", "sub", "mul", "div", "neg", "dot_general", "reduce_sum",
-                    "cumsum", "conv_general_dilated", "scatter-add", "scatter_add"})
+UNKNOWN_LOCATION = "unknown location"
 
 
 class UnsupportedOperationError(ValueError):
@@ -41,126 +26,13 @@ class UnsupportedOperationError(ValueError):
 
 def _where(eqn) -> str:
     """Source line of an equation, plus the layer it was traced in (Flax modules get a named scope)."""
-    if _siu is None:
-        return "unknown location"
     try:
-        where = _siu.summarize(eqn.source_info)
+        where = source_info_util.summarize(eqn.source_info)
     except Exception:  # pragma: no cover - best effort only
-        where = "unknown location"
+        where = UNKNOWN_LOCATION
     scope = str(getattr(eqn.source_info, "name_stack", "") or "")
     layers = [part for part in scope.split("/") if "(" in part]  # e.g. "Dense(Head_0/Dense_1)"
     return where + (f" in layer {layers[-1]}" if layers else "")
-
-
-def _is_float(var) -> bool:
-    aval = getattr(var, "aval", None)
-    dtype = getattr(aval, "dtype", None)
-    return dtype is not None and jax.numpy.issubdtype(dtype, jax.numpy.inexact)
-
-
-def _rule_name(eqn):
-    bwd = eqn.params.get("bwd")
-    f = getattr(bwd, "f", bwd)
-    while hasattr(f, "func"):  # functools.partial
-        f = f.func
-    return getattr(f, "_lrpjax_rule", None)
-
-
-def _open(j):
-    """(jaxpr, n_consts_prefix) for a Jaxpr or ClosedJaxpr."""
-    return (j.jaxpr if isinstance(j, jex_core.ClosedJaxpr) else j)
-
-
-_OUTER: list = []
-
-
-def _walk(jaxpr, tainted_in: list[bool], found: list, top: bool = False,
-          rewrites: Optional[list] = None) -> list[bool]:
-    """Propagate "depends on x" through ``jaxpr``; append offending equations to ``found`` and the ones
-    :mod:`lrpjax.rewrite` will replace by rules to ``rewrites`` (only where ``top``: not in loops)."""
-    taint = {}
-    for v, t in zip(jaxpr.invars, tainted_in):
-        taint[v] = t
-    is_t = lambda v: isinstance(v, jex_core.Var) and taint.get(v, False)
-    for eqn in jaxpr.eqns:
-        ins = [is_t(v) for v in eqn.invars]
-        outermost = not _OUTER
-        if outermost:  # the user-level equation, for locations of library internals (e.g. relu's max)
-            _OUTER.append(eqn)
-        try:
-            outs = _eqn(eqn, ins, found, top, rewrites) if any(ins) else [False] * len(eqn.outvars)
-        finally:
-            if outermost:
-                _OUTER.pop()
-        for v, t in zip(eqn.outvars, outs):
-            taint[v] = bool(t) and _is_float(v)
-    return [is_t(v) for v in jaxpr.outvars]
-
-
-def _fixpoint(body, n_consts: int, n_carry: int, ins: list[bool], found: list, n_out_extra: int):
-    """Taint through a loop body ``consts + carry + xs -> carry + ys`` until the carry is stable."""
-    consts, carry, xs = ins[:n_consts], ins[n_consts:n_consts + n_carry], ins[n_consts + n_carry:]
-    while True:
-        scratch: list = []
-        out = _walk(body, consts + carry + xs, scratch)
-        new_carry = [a or b for a, b in zip(carry, out[:n_carry])]
-        if new_carry == carry:
-            found.extend(scratch)
-            return out
-        carry = new_carry
-
-
-def out_taint(eqn, ins: list[bool]) -> list[bool]:
-    """Which outputs of ``eqn`` carry relevance, given which inputs do."""
-    return _eqn(eqn, ins, [], False, None)
-
-
-def _scan_counts(p: dict) -> tuple[int, int]:
-    """``(num_consts, num_carry)`` of a scan equation: explicit params up to jax 0.10, packed in the
-    ``ft_in`` flat tree ``(consts, carry, xs)`` from jax 0.11 on."""
-    if "num_consts" in p:
-        return p["num_consts"], p["num_carry"]
-    consts, carry, _ = p["ft_in"].unpack()
-    return len(list(consts)), len(list(carry))
-
-
-def _eqn(eqn, ins: list[bool], found: list, top: bool = False,
-         rewrites: Optional[list] = None) -> list[bool]:
-    from lrpjax import rewrite
-    name = eqn.primitive.name
-    n_out = len(eqn.outvars)
-    p = eqn.params
-    if name in BLOCKING:
-        return [False] * n_out
-    if name in STRUCTURAL:
-        return [True] * n_out
-    if name == "custom_vjp_call" and _rule_name(eqn) is not None:
-        return [_rule_name(eqn) != "no_relevance"] * n_out
-    if name == "scan":
-        body = _open(p["jaxpr"])
-        return _fixpoint(body, *_scan_counts(p), ins, found, 0)
-    if name == "while":
-        cn, bn = p["cond_nconsts"], p["body_nconsts"]
-        body = _open(p["body_jaxpr"])
-        carry_in = ins[cn + bn:]
-        return _fixpoint(body, bn, len(carry_in), ins[cn:cn + bn] + carry_in, found, 0)
-    if name == "cond":
-        outs = [False] * n_out
-        for br in p["branches"]:
-            o = _walk(_open(br), ins[1:], found)
-            outs = [a or b for a, b in zip(outs, o)]
-        return outs
-    if top and rewrite.rule_for(eqn, ins) is not None:
-        if rewrites is not None:
-            rewrites.append(eqn)
-        return [True] * n_out
-    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):  # jit, remat, custom_jvp/vjp, shard_map, ...
-        sub = p.get(key)
-        if sub is not None and hasattr(_open(sub), "eqns") and len(_open(sub).invars) == len(ins):
-            inline = top and name in rewrite.CALLS  # jit-ed calls are inlined by the rewriter
-            return _walk(_open(sub), ins, found, inline, rewrites)
-    found.append((eqn, _OUTER[0] if _OUTER else eqn))
-    return [True] * n_out
 
 
 def find_unsupported(closed_jaxpr, tainted_in: Iterable[bool]) -> tuple[list, list]:
@@ -168,7 +40,7 @@ def find_unsupported(closed_jaxpr, tainted_in: Iterable[bool]) -> tuple[list, li
     those that :mod:`lrpjax.rewrite` replaces by a rule."""
     found: list = []
     rewrites: list = []
-    _walk(_open(closed_jaxpr), list(tainted_in), found, True, rewrites)
+    walk(open_jaxpr(closed_jaxpr), list(tainted_in), found, True, rewrites)
     return found, rewrites
 
 
