@@ -1,26 +1,98 @@
-"""Every ```python block of the README runs as shown (each in a fresh process, from the repo root)."""
+"""The documentation runs as shown: every ```python block of README.md and docs/*.md (each in a fresh
+process, from the repo root), and every relative link of those pages points to a file that exists."""
 import os
 import re
 import subprocess
 import sys
+import urllib.parse
 
 import pytest
 
 from conftest import ROOT
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-# A block that reads the output of `lrpjax demo` runs in tests/test_quickstart.py, where the demo wrote it.
-BLOCKS = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "lrpjax-demo/" not in b]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```.*?^```[ \t]*$", re.M | re.S)
 
 
-def test_readme_has_code_blocks():
-    assert len(BLOCKS) >= 3
+def name(page):
+    return page.relative_to(ROOT).as_posix()
 
 
-@pytest.mark.parametrize("k", range(len(BLOCKS)))
-def test_readme_block_runs(k):
+def python_blocks(page):
+    return re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+
+
+# (page, index of the block among the page's ```python blocks, code). A block that reads the output of
+# `lrpjax demo` runs in tests/test_quickstart.py, where the demo wrote it.
+BLOCKS = [(name(p), k, b) for p in PAGES for k, b in enumerate(python_blocks(p)) if "lrpjax-demo/" not in b]
+
+
+def test_docs_have_code_blocks():
+    assert len(BLOCKS) >= 8, [(p, k) for p, k, _ in BLOCKS]
+    assert sum(p == "README.md" for p, _, _ in BLOCKS) >= 2
+    assert any(p.startswith("docs/") for p, _, _ in BLOCKS)
+
+
+def test_demo_output_block_is_in_the_readme():
+    """tests/test_quickstart.py runs the block that reads `lrpjax demo`'s output, and looks for it in
+    README.md only: a second one, or one on a docs page, would run nowhere."""
+    where = [name(p) for p in PAGES for b in python_blocks(p) if "lrpjax-demo/" in b]
+    assert where == ["README.md"], where
+
+
+@pytest.mark.parametrize("page,k,code", BLOCKS, ids=[f"{p}:{k}" for p, k, _ in BLOCKS])
+def test_doc_block_runs(page, k, code):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("JAX_ENABLE_X64", None)
-    out = subprocess.run([sys.executable, "-c", BLOCKS[k]], cwd=ROOT, env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
-    assert out.returncode == 0, f"README block {k} failed:\n{BLOCKS[k]}\n{out.stderr[-3000:]}"
+    assert out.returncode == 0, f"{page}, python block {k} failed:\n{code}\n{out.stderr[-3000:]}"
+
+
+def prose(page):
+    """The page without its fenced code blocks, inline code spans reduced to a placeholder."""
+    text = FENCE.sub("", page.read_text(encoding="utf-8"))
+    return re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "code", text, flags=re.S)
+
+
+def links(page):
+    """(target, anchor) of every relative link and image of the page; web, mail and in-page links skipped."""
+    out = []
+    for target in re.findall(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", prose(page)):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+            continue
+        path, _, anchor = target.partition("#")
+        out.append((urllib.parse.unquote(path), anchor))
+    return out
+
+
+def slugs(page):
+    """GitHub's anchors for the page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    seen, out = {}, set()
+    for title in re.findall(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", FENCE.sub("", page.read_text(encoding="utf-8")), re.M):
+        title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", title)          # a link in a heading: its text
+        slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def test_relative_links_point_to_existing_files():
+    broken = []
+    for page in PAGES:
+        for path, anchor in links(page):
+            target = (page.parent / path).resolve() if path else page
+            if not target.exists():
+                broken.append(f"{name(page)}: {path}")
+            elif anchor and target.suffix == ".md" and anchor not in slugs(target):
+                broken.append(f"{name(page)}: {path}#{anchor} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
+    assert sum(len(links(p)) for p in PAGES) >= 20                    # the check did see the links
+
+
+def test_pictures_are_shown():
+    """Every picture in docs/ is embedded by some page, with a path relative to that page."""
+    shown = {(p.parent / path).resolve() for p in PAGES for path, _ in links(p)}
+    missing = [name(png) for png in sorted((ROOT / "docs").glob("*.png")) if png.resolve() not in shown]
+    assert not missing, missing
