@@ -30,7 +30,7 @@ Relevance is that of the standardised input, i.e. of each value's deviation from
 of its feature: LRP redistributes the logit onto ``x`` with the reference point ``x = 0``. The rules
 default to ``eps=0.1, bias_factor=1`` (conservation); with lrpjax's defaults (``1e-3``, ``0``) the
 relevance of BasicMotions' near-constant standing series grows to hundreds of times the logit on the
-first steps (see the README section "Time series").
+first steps (see docs/experiments.md, "Time series").
 
 Run: ``python examples/time_series.py`` (about 20 s on 2 CPU cores, 30 s for JapaneseVowels; ``--dataset japanese_vowels``
 for the variable-length set; ``--quick`` for a smoke test).

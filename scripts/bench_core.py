@@ -104,7 +104,7 @@ def bucket_of(L: int, step: int = 8) -> int:
 
 
 # ---- a fair per-sample NumPy baseline: LRP (gate "all", bias_factor 0) vectorised per time step ----
-# Written from the rules (README "The rules"), in the style of per-sentence research code: one sample
+# Written from the rules (docs/rules-and-strict-mode.md, "The rules"), in the style of per-sentence research code: one sample
 # at a time, numpy matrix-vector products per step. Checked against tests/oracle.py below.
 
 def _sig(v):
