@@ -17,6 +17,17 @@ import traceback
 from pathlib import Path
 from typing import Optional, Sequence
 
+import jax
+
+# `import lrpjax` (JAX) is most of the start-up of any command (`lrpjax --help` too); demo adds optax
+# and report pyarrow, about 0.2 s together. None of them starts JAX's backend, which --distributed
+# must initialise first.
+from lrpjax import demo, report
+from lrpjax._checks import DEFAULT_BIAS_FACTOR, DEFAULT_EPS, DEFAULT_GATE, GATE_RULES, one_line
+from lrpjax.jobs import ERRORS, METHODS, JobError, attribute_dataset
+from lrpjax.jobs.spec import as_model_spec, callable_name
+from lrpjax.jobs.sync import announce_failure
+
 PROG = "lrpjax"
 
 ATTRIBUTE_EPILOG = """\
@@ -116,14 +127,32 @@ def _host_port(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``lrpjax`` argument parser (subcommands ``attribute`` and ``demo``)."""
-    from lrpjax import demo
-
+    """The ``lrpjax`` argument parser (subcommands ``attribute``, ``demo`` and ``report``)."""
     ap = argparse.ArgumentParser(prog=PROG, description="Layer-wise Relevance Propagation for "
                                  "recurrent networks in JAX: dataset-wide attribution jobs.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_attribute_parser(sub)
+    dm = sub.add_parser("demo", help="train a small LSTM on the adding task and explain 10,000 "
+                        "sequences with a dataset job",
+                        description="Train a small LSTM on the adding task (sequences of 10..30 "
+                        "steps, two of them marked; target = the sum of their values), explain 10,000 "
+                        "held-out sequences with a dataset job, and print the share of |relevance| on "
+                        "the marked steps, the throughput, the compilations and where the Parquet "
+                        "output is.")
+    demo.add_arguments(dm)
+    rp = sub.add_parser("report", help="turn a job's output directory into one HTML page",
+                        description="Read a job's output (part-*.parquet, manifest.json, errors.parquet) "
+                        "and write one self-contained HTML page: counts and error reasons, method and "
+                        "rule options, score and relevance statistics, the examples with the most "
+                        "positive and most negative total relevance as heatmaps, relevance over "
+                        "positions, library versions. Example: lrpjax report attributions/")
+    report.add_arguments(rp)
+    return ap
 
+
+def _add_attribute_parser(sub) -> None:
+    """``lrpjax attribute``: what to explain, how, where to write it, and several processes."""
     at = sub.add_parser(
         "attribute", help="explain every example of a dataset, write Parquet shards",
         description="Explain every example of a dataset with LRP (or a baseline method) and write the "
@@ -138,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                     help="keyword argument for FACTORY, passed as a string; repeatable, e.g. "
                          "--model-arg hidden=64 --model-arg checkpoint=ckpt.npz")
+    _add_method_arguments(at)
+    _add_run_arguments(at)
+    _add_distributed_arguments(at.add_argument_group("several processes or hosts (see below)"))
+
+
+def _add_method_arguments(at) -> None:
+    """The attribution method, its options and the LRP rule options."""
     at.add_argument("--method", choices=jobs_methods(), default="lrp",
                     help="lrp (default) or a baseline for comparison: gradient (of the target logit), "
                          "gradient_x_input, sensitivity (squared gradient norm per step), "
@@ -150,15 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--target", type=_target, default="pred", metavar="pred|true|K",
                     help="class to explain: pred = the argmax (default), true = the example's label, "
                          "or a class index, e.g. --target 1")
-    at.add_argument("--eps", type=float, default=1e-3, metavar="E",
-                    help="epsilon-rule stabiliser > 0 (default 1e-3), e.g. --eps 0.01")
-    at.add_argument("--bias-factor", type=float, default=0.0, metavar="B",
+    at.add_argument("--eps", type=float, default=DEFAULT_EPS, metavar="E",
+                    help=f"epsilon-rule stabiliser > 0 (default {DEFAULT_EPS:g}), e.g. --eps 0.01")
+    at.add_argument("--bias-factor", type=float, default=DEFAULT_BIAS_FACTOR, metavar="B",
                     help="0 = biases absorb their share (default), 1 = exact conservation, e.g. "
                          "--bias-factor 1")
-    at.add_argument("--gate", choices=("all", "half", "prop", "abs"), default="all",
-                    help="rule for gated products (default all = signal-take-all), e.g. --gate half")
+    at.add_argument("--gate", choices=GATE_RULES, default=DEFAULT_GATE,
+                    help=f"rule for gated products (default {DEFAULT_GATE} = signal-take-all), e.g. "
+                         f"--gate half")
     at.add_argument("--full", action="store_true",
                     help="also write relevance_full: length x F per example (float inputs only)")
+
+
+def _add_run_arguments(at) -> None:
+    """Lengths, batching, sharding, resuming, strictness, progress and the compilation cache."""
     at.add_argument("--max-length", type=_positive, default=None, metavar="L",
                     help="longer examples go to errors.parquet; caps the padded length, e.g. "
                          "--max-length 512")
@@ -185,7 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "$LRPJAX_COMPILATION_CACHE, else none), e.g. --compilation-cache ~/.cache/lrpjax")
     at.add_argument("--traceback", action="store_true",
                     help="show the full traceback of errors (for debugging a model factory)")
-    dist = at.add_argument_group("several processes or hosts (see below)")
+
+
+def _add_distributed_arguments(dist) -> None:
+    """``--distributed`` and where the processes find each other."""
     dist.add_argument("--distributed", action="store_true",
                       help="one of several processes: call jax.distributed.initialize() first, then "
                            "explain only this process's share of the shards")
@@ -202,29 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--init-timeout", type=_positive, default=None, metavar="S",
                       help="seconds to wait for all processes to connect at the start (default 300)")
 
-    dm = sub.add_parser("demo", help="train a small LSTM on the adding task and explain 10,000 "
-                        "sequences with a dataset job",
-                        description="Train a small LSTM on the adding task (sequences of 10..30 "
-                        "steps, two of them marked; target = the sum of their values), explain 10,000 "
-                        "held-out sequences with a dataset job, and print the share of |relevance| on "
-                        "the marked steps, the throughput, the compilations and where the Parquet "
-                        "output is.")
-    demo.add_arguments(dm)
-
-    from lrpjax import report
-    rp = sub.add_parser("report", help="turn a job's output directory into one HTML page",
-                        description="Read a job's output (part-*.parquet, manifest.json, errors.parquet) "
-                        "and write one self-contained HTML page: counts and error reasons, method and "
-                        "rule options, score and relevance statistics, the examples with the most "
-                        "positive and most negative total relevance as heatmaps, relevance over "
-                        "positions, library versions. Example: lrpjax report attributions/")
-    report.add_arguments(rp)
-    return ap
-
 
 def jobs_methods() -> tuple:
-    """The ``--method`` choices (lrpjax.jobs.METHODS; importing jobs does not start JAX's backend)."""
-    from lrpjax.jobs import METHODS
+    """The ``--method`` choices (:data:`lrpjax.jobs.METHODS`)."""
     return METHODS
 
 
@@ -233,14 +257,12 @@ def _parse_model_args(items: Sequence[str], flag: str = "--model-arg") -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip().isidentifier():
-            from lrpjax.jobs import JobError
             raise JobError(f"{flag} must be KEY=VALUE with KEY a Python identifier, got {item!r}.")
         kwargs[key.strip()] = value
     return kwargs
 
 
 def _import_module(ref: str):
-    from lrpjax.jobs import JobError
     is_path = ref.endswith(".py") or os.sep in ref or (os.altsep and os.altsep in ref)
     if is_path:
         path = Path(ref).expanduser().resolve()
@@ -258,19 +280,19 @@ def _import_module(ref: str):
         except Exception as e:
             del sys.modules[name]
             raise JobError(f"importing the model file {ref} failed: {type(e).__name__}: "
-                           f"{_one_line(e)}") from e
+                           f"{one_line(e)}") from e
         return module
     if os.getcwd() not in sys.path:   # as `python -m` does: modules in the current directory
         sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(ref)
     except ModuleNotFoundError as e:
-        raise JobError(f"cannot import the model module {ref!r} ({_one_line(e)}); give a module "
+        raise JobError(f"cannot import the model module {ref!r} ({one_line(e)}); give a module "
                        f"importable from the current directory or PYTHONPATH, or a path to a .py "
                        f"file.") from e
     except Exception as e:
         raise JobError(f"importing the model module {ref!r} failed: {type(e).__name__}: "
-                       f"{_one_line(e)}") from e
+                       f"{one_line(e)}") from e
 
 
 def load_model(ref: str, model_args: Sequence[str] = ()):
@@ -278,36 +300,30 @@ def load_model(ref: str, model_args: Sequence[str] = ()):
 
     >>> spec = load_model("tests/jobs_models.py:float_model", ["hidden=8"])   # doctest: +SKIP
     """
-    from lrpjax import jobs
     module_ref, sep, factory_name = ref.rpartition(":")
     if not sep or not module_ref or not factory_name.isidentifier():
-        raise jobs.JobError(f"--model must be MODULE:FACTORY (a module or .py file and a function in "
-                            f"it), got {ref!r}.")
+        raise JobError(f"--model must be MODULE:FACTORY (a module or .py file and a function in "
+                       f"it), got {ref!r}.")
     kwargs = _parse_model_args(model_args)
     module = _import_module(module_ref)
     factory = getattr(module, factory_name, None)
     if factory is None or not callable(factory):
         public = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise jobs.JobError(f"{module_ref} has no callable {factory_name!r}; callables there: "
-                            f"{', '.join(public[:12]) or 'none'}.")
+        raise JobError(f"{module_ref} has no callable {factory_name!r}; callables there: "
+                       f"{', '.join(public[:12]) or 'none'}.")
     try:
         made = factory(**kwargs)
     except Exception as e:
-        raise jobs.JobError(f"the model factory {ref}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) "
-                            f"failed: {type(e).__name__}: {_one_line(e)}") from e
-    spec = jobs._as_model_spec(made)
-    if spec.name == jobs._callable_name(spec.apply):   # not named by the factory: name it by the command
+        raise JobError(f"the model factory {ref}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) "
+                       f"failed: {type(e).__name__}: {one_line(e)}") from e
+    spec = as_model_spec(made)
+    if spec.name == callable_name(spec.apply):   # not named by the factory: name it by the command
         args = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
         spec = dataclasses.replace(spec, name=f"{ref}({args})")
     return spec
 
 
-def _one_line(e) -> str:
-    return " ".join(str(e).split())
-
-
 def _env_int(name: str, minimum: int) -> Optional[int]:
-    from lrpjax.jobs import JobError
     value = os.environ.get(name, "").strip()
     if not value:
         return None
@@ -331,7 +347,6 @@ DISTRIBUTED_HINT = ("check that every process gets the same --coordinator HOST:P
 def _start_distributed(args) -> None:
     """``--distributed``: ``jax.distributed.initialize()`` -- before anything initialises JAX's backend
     (importing lrpjax does not; the model factory may)."""
-    from lrpjax.jobs import JobError
     flags = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
              "--process-id": args.process_id, "--init-timeout": args.init_timeout}
     if not args.distributed:
@@ -346,21 +361,18 @@ def _start_distributed(args) -> None:
               else _env_int("JAX_PROCESS_ID", 0)}
     if args.init_timeout is not None:
         kwargs["initialization_timeout"] = args.init_timeout
-    import jax
     try:
         jax.distributed.initialize(**kwargs)
     except Exception as e:
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise JobError(f"--distributed: jax.distributed.initialize({shown}) failed: {type(e).__name__}: "
-                       f"{_one_line(e)[:300].rstrip('.')}; {DISTRIBUTED_HINT}") from e
+                       f"{one_line(e)[:300].rstrip('.')}; {DISTRIBUTED_HINT}") from e
 
 
 def _use_compilation_cache(path: Optional[str]) -> None:
     """JAX's persistent compilation cache in ``path`` (every compilation kept, however quick)."""
     if not path:
         return
-    import jax
-    from lrpjax.jobs import JobError
     d = Path(path).expanduser()
     try:
         d.mkdir(parents=True, exist_ok=True)
@@ -373,16 +385,15 @@ def _use_compilation_cache(path: Optional[str]) -> None:
 
 
 def _attribute(args) -> int:
-    from lrpjax import jobs
     _use_compilation_cache(args.compilation_cache)
     try:
         spec = load_model(args.model, args.model_arg)
     except BaseException as e:
         if args.distributed:
-            jobs._announce_failure(e)       # the other processes would wait for this one
+            announce_failure(e)       # the other processes would wait for this one
         raise
     progress = {"auto": None, "tqdm": "tqdm", "log": "log", "none": False}[args.progress]
-    s = jobs.attribute_dataset(
+    s = attribute_dataset(
         spec, args.data, args.out, method=args.method, batch_size=args.batch_size, eps=args.eps,
         bias_factor=args.bias_factor, gate=args.gate, target=args.target, full=args.full,
         max_length=args.max_length, bucket_step=args.bucket_step, shard_size=args.shard_size,
@@ -402,7 +413,7 @@ def _attribute(args) -> int:
         print(f"{PROG} attribute: job {state}: {s.n_examples} examples ({s.n_explained} explained, "
               f"{s.n_errors} errors) in {s.n_shards} shard(s) -> {s.out_dir}")
     if s.n_errors and s.complete:
-        print(f"  bad examples and reasons: {Path(s.out_dir) / jobs.ERRORS}")
+        print(f"  bad examples and reasons: {Path(s.out_dir) / ERRORS}")
     return 0
 
 
@@ -410,20 +421,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``lrpjax`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from lrpjax import demo, jobs
     try:
         if args.command == "attribute":
             _start_distributed(args)    # first: before anything initialises JAX's backend
             return _attribute(args)
         if args.command == "report":
-            from lrpjax import report
             return report.run_cli(args)
         demo.run(Path(args.out), n=args.n, quick=args.quick, seed=args.seed)
         return 0
-    except jobs.JobError as e:
+    except JobError as e:
         if getattr(args, "traceback", False):
             traceback.print_exc()
-        print(f"{PROG} {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{PROG} {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted (re-run the same command to resume)", file=sys.stderr)

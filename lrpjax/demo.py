@@ -30,9 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pyarrow.parquet as pq
 
 import lrpjax
-from lrpjax import jobs
+from lrpjax.jobs import MANIFEST, ModelSpec, attribute_dataset
+from lrpjax.jobs.output import read_results
 from lrpjax.tasks import adding_task, fit  # noqa: F401  (adding_task: part of this module's API)
 
 Array = jax.Array
@@ -118,8 +120,6 @@ def marked_share(relevance: Any, pos: np.ndarray) -> np.ndarray:
 def run(out: Path, n: Optional[int] = None, quick: bool = False, seed: int = 0,
         progress: Any = "auto") -> dict:
     """The whole demo; returns its numbers (also printed)."""
-    import pyarrow.parquet as pq
-
     t_start = time.perf_counter()
     cfg = QUICK if quick else Config()
     if n is not None:
@@ -139,16 +139,16 @@ def run(out: Path, n: Optional[int] = None, quick: bool = False, seed: int = 0,
     data = out / "input.npz"
     np.savez(data, x=x, lengths=lengths)   # uncompressed: x is memory-mapped by the job
     np.save(out / "marked_positions.npy", pos)
-    spec = jobs.ModelSpec(lambda xb, lb: model(params, xb, lb), features=2,
-                          name=f"lrpjax-demo adding-task LSTM (hidden={cfg.hidden}, steps={cfg.steps}, "
-                               f"seed={seed})")
+    spec = ModelSpec(lambda xb, lb: model(params, xb, lb), features=2,
+                     name=f"lrpjax-demo adding-task LSTM (hidden={cfg.hidden}, steps={cfg.steps}, "
+                          f"seed={seed})")
     if progress == "auto":   # a bar on a terminal; no log lines (the summary below says it all)
         progress = sys.stderr.isatty()
     res_dir = out / "attributions"
-    summary = jobs.attribute_dataset(spec, data, res_dir, target=0, shard_size=cfg.shard_size,
-                                     overwrite=True, progress=progress)
+    summary = attribute_dataset(spec, data, res_dir, target=0, shard_size=cfg.shard_size,
+                                overwrite=True, progress=progress)
 
-    table = jobs.read_results(res_dir, columns=["index", "relevance", "score"])
+    table = read_results(res_dir, columns=["index", "relevance", "score"])
     idx = table.column("index").to_numpy()
     share = marked_share(table.column("relevance").to_pylist(), pos[idx])
     print(f"\nattribute_dataset: {summary.n_examples} sequences -> {summary.n_shards_written} Parquet "
@@ -159,7 +159,7 @@ def run(out: Path, n: Optional[int] = None, quick: bool = False, seed: int = 0,
           f"sequences; median {np.median(share):.3f}, min {share.min():.3f}; "
           f"2 of {cfg.min_len}..{cfg.T} steps are marked)")
     columns = ", ".join(pq.read_schema(res_dir / "part-00000.parquet").names)
-    print(f"output: {res_dir}/part-*.parquet (columns: {columns}), {res_dir / jobs.MANIFEST}")
+    print(f"output: {res_dir}/part-*.parquet (columns: {columns}), {res_dir / MANIFEST}")
     total = time.perf_counter() - t_start
     print(f"total demo time: {total:.1f} s")
     return {"share": float(share.mean()), "mse": mse, "baseline": base, "summary": summary,

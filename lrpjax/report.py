@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
+import pyarrow as pa
 
 from lrpjax import viz
+from lrpjax.jobs.output import read_errors, read_results
+from lrpjax.jobs.spec import ERRORS, JobError, package_version
 
 REPORT_NAME = "report.html"
 POSITION_BINS = 20
@@ -110,7 +113,6 @@ def _read_manifest(out: Path) -> Optional[dict]:
 
 def _flat_list(col):
     """A list<float> column -> (values float64 (n,), offsets int64 (N+1,))."""
-    import pyarrow as pa
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     offsets = arr.offsets.to_numpy().astype(np.int64)
     values = arr.values.to_numpy(zero_copy_only=False).astype(np.float64)
@@ -270,15 +272,15 @@ def _examples_block(table, rows_idx, rsum, score, values, offsets, has_tokens: b
             r = r[start:start + MAX_STEPS_SHOWN]
             toks = toks[start:start + MAX_STEPS_SHOWN] if toks is not None else None
         parts = [f"#{rank}"] + [f"{k} {m[k]}" for k in ("index", "id", "label", "target") if m.get(k) is not None]
-        parts += [f"score {viz._fmt(float(score[i]))}", f"\u03a3R {viz._fmt(float(rsum[i]))}",
+        parts += [f"score {viz.format_value(float(score[i]))}", f"\u03a3R {viz.format_value(float(rsum[i]))}",
                   f"length {m.get('length', len(r))}"]
         if start or len(r) < (offsets[i + 1] - offsets[i]):
             parts.append(f"showing steps {start}..{start + len(r) - 1}")
         shown.append(r)
         seqs.append((toks, r, " \u00b7 ".join(parts), start))
-    vmax = viz._nice_vmax(shown)
+    vmax = viz.nice_vmax(shown)
     inner = viz.colorbar_html(vmax) + "".join(
-        viz._sequence_html(toks, r, vmax, cap, steps=toks is None, offset=start) for toks, r, cap, start in seqs)
+        viz.sequence_html(toks, r, vmax, cap, steps=toks is None, offset=start) for toks, r, cap, start in seqs)
     return (f"<h3>{_e(heading)}</h3><p class=\"note\">{note}</p>"
             f"<div class=\"lrpjax-heatmap\">{inner}</div>")
 
@@ -286,9 +288,37 @@ def _examples_block(table, rows_idx, rsum, score, values, offsets, has_tokens: b
 # ---------------------------------------------------------------------------------------------
 # the page
 
+class _Job:
+    """What the page shows, read once: the results table, its relevance as flat arrays and the
+    per-example sums, the errors and the manifest."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.manifest = _read_manifest(out)
+        self.table = table = read_results(out)
+        self.errors = read_errors(out) if (out / ERRORS).exists() else None
+        self.n = table.num_rows
+        self.values, self.offsets = _flat_list(table.column("relevance"))
+        self.score = table.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
+        self.lengths = np.diff(self.offsets)
+        self.finite = np.isfinite(self.values)
+        self.v0 = np.where(self.finite, self.values, 0.0)
+        self.rsum = _segment_sums(self.v0, self.offsets)
+        self.rabs = _segment_sums(np.abs(self.v0), self.offsets)
+        self.rmax = _segment_max(np.abs(self.v0), self.offsets)
+        self.has_tokens = "tokens" in table.column_names
+        m = self.manifest or {}
+        self.job = m.get("job", {})
+        self.opts = self.job.get("options", {})
+        self.counts = m.get("counts", {})
+        self.n_err = self.errors.num_rows if self.errors is not None else self.counts.get("errors", 0)
+        self.model_name = m.get("model_name") or self.job.get("model", {}).get("spec")
+
+
 def report_html(out_dir: Union[str, os.PathLike], *, top: int = 10, by: str = "relevance",
                 title: Optional[str] = None) -> str:
-    """The report of a job's output directory as a complete HTML document (a string).
+    """The report of a job's output directory as a complete HTML document (a string): one section per
+    helper below, in page order.
 
     Args:
       out_dir: the job's output directory (``part-*.parquet``, ``manifest.json``, ``errors.parquet``).
@@ -296,40 +326,29 @@ def report_html(out_dir: Union[str, os.PathLike], *, top: int = 10, by: str = "r
       by: rank them by total ``"relevance"`` (the sum over steps, default) or by ``"score"``.
       title: the page's title (default from the model name).
     """
-    from lrpjax import jobs
     if by not in ("relevance", "score"):
-        raise jobs.JobError(f"by must be 'relevance' or 'score', got {by!r}")
+        raise JobError(f"by must be 'relevance' or 'score', got {by!r}")
     if top < 0:
-        raise jobs.JobError(f"top must be >= 0, got {top}")
+        raise JobError(f"top must be >= 0, got {top}")
     out = Path(out_dir)
     if not out.is_dir():
-        raise jobs.JobError(f"{out_dir} is not a directory (give a job's output directory, the --out of "
-                            f"lrpjax attribute).")
-    manifest = _read_manifest(out)
-    table = jobs.read_results(out)
-    errors = jobs.read_errors(out) if (out / jobs.ERRORS).exists() else None
+        raise JobError(f"{out_dir} is not a directory (give a job's output directory, the --out of "
+                       f"lrpjax attribute).")
+    job = _Job(out)
+    title = title or f"lrpjax report: {job.model_name or out.name}"
+    s = [_header_html(job, title), _summary_html(job), _statistics_html(job), _positions_html(job),
+         _examples_html(job, top, by), _metadata_html(job), _versions_html(job)]
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+            + "\n".join(s) + "\n</body>\n</html>\n")
 
-    n = table.num_rows
-    values, offsets = _flat_list(table.column("relevance"))
-    score = table.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
-    lengths = np.diff(offsets)
-    finite = np.isfinite(values)
-    v0 = np.where(finite, values, 0.0)
-    rsum = _segment_sums(v0, offsets)
-    rabs = _segment_sums(np.abs(v0), offsets)
-    rmax = _segment_max(np.abs(v0), offsets)
-    has_tokens = "tokens" in table.column_names
-    model_name = (manifest or {}).get("model_name") or (manifest or {}).get("job", {}).get("model", {}).get("spec")
-    title = title or f"lrpjax report: {model_name or out.name}"
-    job = (manifest or {}).get("job", {})
-    opts = job.get("options", {})
-    counts = (manifest or {}).get("counts", {})
-    n_err = errors.num_rows if errors is not None else counts.get("errors", 0)
 
-    s = []
-    s.append(f"<h1>{_e(title)}</h1>")
-    s.append(f"<div class=\"sub\">job output <code>{_e(out.resolve())}</code> &#183; report generated "
-             f"{_e(_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())}</div>")
+def _header_html(job: _Job, title: str) -> str:
+    s = [f"<h1>{_e(title)}</h1>",
+         f"<div class=\"sub\">job output <code>{_e(job.out.resolve())}</code> &#183; report generated "
+         f"{_e(_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())}</div>"]
+    manifest = job.manifest
     if manifest is None:
         s.append("<div class=\"warn\">No readable <code>manifest.json</code> in this directory: method, "
                  "options and versions of the job are unknown.</div>")
@@ -337,16 +356,20 @@ def report_html(out_dir: Union[str, os.PathLike], *, top: int = 10, by: str = "r
         s.append(f"<div class=\"warn\">The job's status is <b>{_e(manifest.get('status'))}</b>, not "
                  f"complete: this report covers the part files written so far (re-run the same "
                  f"<code>lrpjax attribute</code> command to finish it).</div>")
+    return "\n".join(s)
 
-    # counts
-    n_examples = counts.get("examples", n + n_err)
+
+def _summary_html(job: _Job) -> str:
+    """The counts, and the most common error reasons."""
+    n, n_err = job.n, job.n_err
+    n_examples = job.counts.get("examples", n + n_err)
     cards = [("examples", n_examples), ("explained", n), ("errors", n_err),
-             ("method", opts.get("method", "?")), ("gate rule", opts.get("gate", "?"))]
-    s.append("<h2 id=\"summary\">Summary</h2><div class=\"cards\">" + "".join(
+             ("method", job.opts.get("method", "?")), ("gate rule", job.opts.get("gate", "?"))]
+    s = ["<h2 id=\"summary\">Summary</h2><div class=\"cards\">" + "".join(
         f"<div class=\"card\"><div class=\"v\">{_num(v) if isinstance(v, (int, np.integer)) else _e(v)}</div>"
-        f"<div class=\"k\">{_e(k)}</div></div>" for k, v in cards) + "</div>")
-    if n_err and errors is not None:
-        reasons = errors.column("reason").to_pylist()
+        f"<div class=\"k\">{_e(k)}</div></div>" for k, v in cards) + "</div>"]
+    if n_err and job.errors is not None:
+        reasons = job.errors.column("reason").to_pylist()
         kinds = Counter(_reason_kind(r or "") for r in reasons)
         example = {}
         for r in reasons:
@@ -355,127 +378,155 @@ def report_html(out_dir: Union[str, os.PathLike], *, top: int = 10, by: str = "r
                        f"</td></tr>" for k, c in kinds.most_common(8))
         more = f"<p class=\"note\">{len(kinds) - 8} more kinds of reason.</p>" if len(kinds) > 8 else ""
         s.append(f"<h3>Errors: top reasons</h3><table><tr><th>count</th><th>reason</th><th>e.g.</th></tr>"
-                 f"{rows}</table>{more}<p class=\"note\">All of them: <code>{_e(out / jobs.ERRORS)}</code> "
+                 f"{rows}</table>{more}<p class=\"note\">All of them: <code>{_e(job.out / ERRORS)}</code> "
                  f"(index, id, reason).</p>")
+    return "\n".join(s)
 
-    # statistics
-    s.append("<h2 id=\"statistics\">Scores and relevance</h2>")
-    s.append(_stats_table([
-        ("length (steps)", lengths), ("score (target logit)", score),
-        ("\u03a3 relevance", rsum), ("\u03a3 |relevance|", rabs), ("max |relevance| of a step", rmax),
-        ("score \u2212 \u03a3 relevance (absorbed)", score - rsum)]))
+
+def _statistics_html(job: _Job) -> str:
+    """Per-example statistics of scores and relevance, and the explained classes."""
+    n, score, rsum = job.n, job.score, job.rsum
+    s = ["<h2 id=\"statistics\">Scores and relevance</h2>", _stats_table([
+        ("length (steps)", job.lengths), ("score (target logit)", score),
+        ("\u03a3 relevance", rsum), ("\u03a3 |relevance|", job.rabs), ("max |relevance| of a step", job.rmax),
+        ("score \u2212 \u03a3 relevance (absorbed)", score - rsum)])]
     extra = []
     if n:
-        pos_share = float((v0 > 0).sum() / max(len(v0), 1))
+        pos_share = float((job.v0 > 0).sum() / max(len(job.v0), 1))
         extra.append(f"{pos_share:.1%} of all steps have positive relevance")
         if np.any(np.abs(score) > 0):
             c = np.corrcoef(score, rsum)[0, 1] if n > 1 and score.std() > 0 and rsum.std() > 0 else np.nan
             if np.isfinite(c):
                 extra.append(f"correlation of score and \u03a3 relevance: {c:.3f}")
-    if (~finite).any():
-        extra.append(f"<b>{int((~finite).sum()):,} non-finite relevance values</b> (counted as 0 here)")
+    if (~job.finite).any():
+        extra.append(f"<b>{int((~job.finite).sum()):,} non-finite relevance values</b> (counted as 0 here)")
     if extra:
         s.append("<p class=\"note\">" + "; ".join(extra) + ".</p>")
-    tgt_rows = []
-    if "target" in table.column_names and n:
-        tg = Counter(table.column("target").to_pylist())
-        tgt_rows = "".join(f"<tr><td class=\"num\">{k}</td><td class=\"num\">{c:,}</td>"
-                           f"<td class=\"num\">{c / n:.1%}</td></tr>" for k, c in sorted(tg.items())[:30])
-        more = f"<p class=\"note\">{len(tg) - 30} more classes.</p>" if len(tg) > 30 else ""
-        acc = ""
-        if "label" in table.column_names:
-            lab = table.column("label").to_pylist()
-            tgt = table.column("target").to_pylist()
-            pairs = [(a, b) for a, b in zip(lab, tgt) if a is not None]
-            if pairs:
-                agree = sum(a == b for a, b in pairs) / len(pairs)
-                what = "accuracy of the explained (predicted) class" if opts.get("target") == "pred" \
-                    else "explained class = label"
-                acc = f"<p class=\"note\">{_e(what)}: {agree:.1%} of {len(pairs):,} labelled examples.</p>"
-        s.append(f"<h3>Explained classes</h3><table><tr><th>target</th><th>examples</th><th>share</th></tr>"
-                 f"{tgt_rows}</table>{more}{acc}")
+    if "target" in job.table.column_names and n:
+        s.append(_targets_html(job))
+    return "\n".join(s)
 
-    # positions
-    prof = position_profile(values, offsets)
-    s.append("<h2 id=\"positions\">Relevance over positions</h2>")
-    s.append(f"<p class=\"note\">Each example's relevance divided by its \u03a3|R|, on relative positions "
-             f"(0 = first step, 1 = last; a step of a length-L example covers 1/L of the axis), averaged "
-             f"over {prof['n']:,} examples with non-zero relevance, in {POSITION_BINS} bins. Evenly "
-             f"spread relevance would give the dashed line.</p>")
-    s.append("<div class=\"cols\">" + _svg_bars(
-        prof["abs"], signed=False, ylabel="share of |relevance|", reference=1.0 / POSITION_BINS,
-        title="share of |relevance| by position (dashed: uniform)") + _svg_bars(
-        prof["signed"], signed=True, ylabel="mean R / \u03a3|R|",
-        title="signed relevance by position (red +, blue \u2212)") + "</div>")
-    if "relevance_full" in table.column_names and n:
-        col = table.column("relevance_full").combine_chunks()
-        inner = col.values
+
+def _targets_html(job: _Job) -> str:
+    """How often each class was explained, and how often it is the label."""
+    table, n = job.table, job.n
+    tg = Counter(table.column("target").to_pylist())
+    tgt_rows = "".join(f"<tr><td class=\"num\">{k}</td><td class=\"num\">{c:,}</td>"
+                       f"<td class=\"num\">{c / n:.1%}</td></tr>" for k, c in sorted(tg.items())[:30])
+    more = f"<p class=\"note\">{len(tg) - 30} more classes.</p>" if len(tg) > 30 else ""
+    acc = ""
+    if "label" in table.column_names:
+        lab = table.column("label").to_pylist()
+        tgt = table.column("target").to_pylist()
+        pairs = [(a, b) for a, b in zip(lab, tgt) if a is not None]
+        if pairs:
+            agree = sum(a == b for a, b in pairs) / len(pairs)
+            what = "accuracy of the explained (predicted) class" if job.opts.get("target") == "pred" \
+                else "explained class = label"
+            acc = f"<p class=\"note\">{_e(what)}: {agree:.1%} of {len(pairs):,} labelled examples.</p>"
+    return (f"<h3>Explained classes</h3><table><tr><th>target</th><th>examples</th><th>share</th></tr>"
+            f"{tgt_rows}</table>{more}{acc}")
+
+
+def _positions_html(job: _Job) -> str:
+    """Relevance over relative positions, and per input feature (with ``relevance_full``)."""
+    prof = position_profile(job.values, job.offsets)
+    s = ["<h2 id=\"positions\">Relevance over positions</h2>",
+         f"<p class=\"note\">Each example's relevance divided by its \u03a3|R|, on relative positions "
+         f"(0 = first step, 1 = last; a step of a length-L example covers 1/L of the axis), averaged "
+         f"over {prof['n']:,} examples with non-zero relevance, in {POSITION_BINS} bins. Evenly "
+         f"spread relevance would give the dashed line.</p>",
+         "<div class=\"cols\">" + _svg_bars(
+             prof["abs"], signed=False, ylabel="share of |relevance|", reference=1.0 / POSITION_BINS,
+             title="share of |relevance| by position (dashed: uniform)") + _svg_bars(
+             prof["signed"], signed=True, ylabel="mean R / \u03a3|R|",
+             title="signed relevance by position (red +, blue \u2212)") + "</div>"]
+    if "relevance_full" in job.table.column_names and job.n:
+        features = _features_html(job.table.column("relevance_full").combine_chunks())
+        if features:
+            s.append(features)
+    return "\n".join(s)
+
+
+def _features_html(col) -> str:
+    """Each input feature's share of ``|relevance|`` (a ``relevance_full`` column)."""
+    inner = col.values
+    try:
+        F_vals = inner.values.to_numpy(zero_copy_only=False).astype(np.float64)
+        F = len(F_vals) // max(len(inner), 1)
+    except Exception:   # pragma: no cover - unexpected layout
         F = None
-        try:
-            F_vals = inner.values.to_numpy(zero_copy_only=False).astype(np.float64)
-            F = len(F_vals) // max(len(inner), 1)
-        except Exception:   # pragma: no cover - unexpected layout
-            F = None
-        if F:
-            per = np.where(np.isfinite(F_vals), F_vals, 0.0).reshape(-1, F)
-            share = np.abs(per).sum(0) / max(np.abs(per).sum(), 1e-300)
-            signed = per.sum(0) / max(np.abs(per).sum(), 1e-300)
-            rows = "".join(f"<tr><td class=\"num\">{f}</td><td class=\"num\">{share[f]:.1%}</td>"
-                           f"<td class=\"num\">{signed[f]:+.3f}</td></tr>" for f in range(min(F, 64)))
-            s.append(f"<h3>Relevance per input feature</h3><table><tr><th>feature</th><th>share of "
-                     f"|relevance|</th><th>\u03a3R / \u03a3|R|</th></tr>{rows}</table>")
+    if not F:
+        return ""
+    per = np.where(np.isfinite(F_vals), F_vals, 0.0).reshape(-1, F)
+    share = np.abs(per).sum(0) / max(np.abs(per).sum(), 1e-300)
+    signed = per.sum(0) / max(np.abs(per).sum(), 1e-300)
+    rows = "".join(f"<tr><td class=\"num\">{f}</td><td class=\"num\">{share[f]:.1%}</td>"
+                   f"<td class=\"num\">{signed[f]:+.3f}</td></tr>" for f in range(min(F, 64)))
+    return (f"<h3>Relevance per input feature</h3><table><tr><th>feature</th><th>share of "
+            f"|relevance|</th><th>\u03a3R / \u03a3|R|</th></tr>{rows}</table>")
 
-    # examples
-    s.append(f"<h2 id=\"examples\">Examples with the most positive and most negative "
-             f"{'total relevance' if by == 'relevance' else 'score'}</h2>")
-    key = rsum if by == "relevance" else score
+
+def _examples_html(job: _Job, top: int, by: str) -> str:
+    """The examples with the highest and the lowest total relevance (or score) as heatmaps."""
+    s = [f"<h2 id=\"examples\">Examples with the most positive and most negative "
+         f"{'total relevance' if by == 'relevance' else 'score'}</h2>"]
+    key = job.rsum if by == "relevance" else job.score
     key = np.where(np.isfinite(key), key, np.nan)
-    k = min(top, n)
+    k = min(top, job.n)
     top_pos = np.argsort(-np.nan_to_num(key, nan=-np.inf), kind="stable")[:k]    # ties: input order
     top_neg = np.argsort(np.nan_to_num(key, nan=np.inf), kind="stable")[:k]
-    what = "tokens" if has_tokens else "step indices (numeric input; the relevance is summed over features)"
+    what = "tokens" if job.has_tokens else "step indices (numeric input; the relevance is summed over features)"
     note = (f"Each block has its own colour scale (the largest |relevance| shown in it); cells show "
             f"{what}; hover a cell for its relevance. Sequences longer than {MAX_STEPS_SHOWN} steps "
             f"show the {MAX_STEPS_SHOWN} around their largest |relevance|.")
     label = "\u03a3 relevance" if by == "relevance" else "score"
-    s.append(_examples_block(table, top_pos, rsum, score, values, offsets, has_tokens,
-                             f"Top {k}: highest {label}", note))
-    s.append(_examples_block(table, top_neg, rsum, score, values, offsets, has_tokens,
-                             f"Top {k}: lowest {label}", note))
+    for rows_idx, heading in ((top_pos, f"Top {k}: highest {label}"), (top_neg, f"Top {k}: lowest {label}")):
+        s.append(_examples_block(job.table, rows_idx, job.rsum, job.score, job.values, job.offsets,
+                                 job.has_tokens, heading, note))
+    return "\n".join(s)
 
-    # metadata
-    s.append("<h2 id=\"metadata\">Method, rules and model</h2>")
-    if manifest is not None:
-        model = job.get("model", {})
-        probe = manifest.get("probe", {})
-        last = manifest.get("last_run", {})
-        inp = job.get("input", {})
-        rows = [("method", _val(opts.get("method"))), ("target", _val(opts.get("target"))),
-                ("eps", _val(opts.get("eps"))), ("bias_factor", _val(opts.get("bias_factor"))),
-                ("gate", _val(opts.get("gate"))), ("strict", _val(opts.get("strict"))),
-                ("full (relevance_full)", _val(opts.get("full"))), ("max_length", _val(opts.get("max_length"))),
-                ("shard_size", _val(opts.get("shard_size"))),
-                ("model name", _val(manifest.get("model_name"))), ("model spec", _val(model.get("spec"))),
-                ("features", _val(model.get("features"))), ("classes", _val(probe.get("n_classes"))),
-                ("input", _val(manifest.get("input_path"))),
-                ("input kind / size", _val(f"{inp.get('kind')} / {inp.get('size'):,} bytes"
-                                           if isinstance(inp.get("size"), int) else inp.get("kind"))),
-                ("devices", _val(manifest.get("devices"))),
-                ("created / updated", _val(f"{manifest.get('created')} / {manifest.get('updated')}")),
-                ("runs", _val(manifest.get("runs"))), ("status", _val(manifest.get("status")))]
-        if last:
-            rows.append(("last run", _val(
-                f"{last.get('examples_explained')} explained in {last.get('seconds')} s "
-                f"({last.get('examples_per_second')} examples/s), {last.get('compilations')} compilation(s), "
-                f"buckets {last.get('bucket_lengths')}, batch rows {last.get('batch_rows')}")))
-        nar = manifest.get("options_not_affecting_results")
-        if nar:
-            rows.append(("options not affecting results", _val(nar)))
-        s.append(_kv_table(rows))
-    else:
+
+def _metadata_html(job: _Job) -> str:
+    """Method, rule options, model, input and the last run, from the manifest."""
+    s = ["<h2 id=\"metadata\">Method, rules and model</h2>"]
+    manifest, opts = job.manifest, job.opts
+    if manifest is None:
         s.append("<p class=\"sub\">unknown (no manifest.json)</p>")
+        return "\n".join(s)
+    model = job.job.get("model", {})
+    probe = manifest.get("probe", {})
+    last = manifest.get("last_run", {})
+    inp = job.job.get("input", {})
+    rows = [("method", _val(opts.get("method"))), ("target", _val(opts.get("target"))),
+            ("eps", _val(opts.get("eps"))), ("bias_factor", _val(opts.get("bias_factor"))),
+            ("gate", _val(opts.get("gate"))), ("strict", _val(opts.get("strict"))),
+            ("full (relevance_full)", _val(opts.get("full"))), ("max_length", _val(opts.get("max_length"))),
+            ("shard_size", _val(opts.get("shard_size"))),
+            ("model name", _val(manifest.get("model_name"))), ("model spec", _val(model.get("spec"))),
+            ("features", _val(model.get("features"))), ("classes", _val(probe.get("n_classes"))),
+            ("input", _val(manifest.get("input_path"))),
+            ("input kind / size", _val(f"{inp.get('kind')} / {inp.get('size'):,} bytes"
+                                       if isinstance(inp.get("size"), int) else inp.get("kind"))),
+            ("devices", _val(manifest.get("devices"))),
+            ("created / updated", _val(f"{manifest.get('created')} / {manifest.get('updated')}")),
+            ("runs", _val(manifest.get("runs"))), ("status", _val(manifest.get("status")))]
+    if last:
+        rows.append(("last run", _val(
+            f"{last.get('examples_explained')} explained in {last.get('seconds')} s "
+            f"({last.get('examples_per_second')} examples/s), {last.get('compilations')} compilation(s), "
+            f"buckets {last.get('bucket_lengths')}, batch rows {last.get('batch_rows')}")))
+    nar = manifest.get("options_not_affecting_results")
+    if nar:
+        rows.append(("options not affecting results", _val(nar)))
+    s.append(_kv_table(rows))
+    return "\n".join(s)
 
-    s.append("<h2 id=\"versions\">Library versions</h2><div class=\"cols\">")
+
+def _versions_html(job: _Job) -> str:
+    """The library versions of the job (from the manifest) and of this report, and the footer."""
+    s = ["<h2 id=\"versions\">Library versions</h2><div class=\"cols\">"]
+    manifest = job.manifest
     if manifest and manifest.get("versions"):
         s.append("<div><h3>the job</h3>" + _kv_table([(k, _val(v)) for k, v in manifest["versions"].items()])
                  + "</div>")
@@ -483,30 +534,23 @@ def report_html(out_dir: Union[str, os.PathLike], *, top: int = 10, by: str = "r
     s.append("<div><h3>this report</h3>" + _kv_table([(k, _val(v)) for k, v in mine.items()]) + "</div></div>")
     s.append(f"<footer>Generated by <code>lrpjax report</code> (lrpjax {_e(mine.get('lrpjax'))}). A single "
              f"self-contained file: no scripts, no external resources.</footer>")
-
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(s) + "\n</body>\n</html>\n")
+    return "\n".join(s)
 
 
 def _report_versions() -> dict:
-    from lrpjax import jobs
-    v = {"lrpjax": jobs._version("lrpjax", "lrpjax"), "numpy": np.__version__,
-         "pyarrow": jobs._version("pyarrow", "pyarrow"), "python": platform.python_version()}
-    return v
+    return {"lrpjax": package_version("lrpjax", "lrpjax"), "numpy": np.__version__,
+            "pyarrow": package_version("pyarrow", "pyarrow"), "python": platform.python_version()}
 
 
 def write_report(out_dir: Union[str, os.PathLike], output: Optional[Union[str, os.PathLike]] = None, *,
                  top: int = 10, by: str = "relevance", title: Optional[str] = None) -> Path:
     """Write :func:`report_html` to ``output`` (default ``out_dir/report.html``); returns the path."""
-    from lrpjax import jobs
     page = report_html(out_dir, top=top, by=by, title=title)
     path = Path(output) if output is not None else Path(out_dir) / REPORT_NAME
     try:
         path.write_text(page, encoding="utf-8")
     except OSError as e:
-        raise jobs.JobError(f"cannot write the report to {path}: {e.strerror or e}") from e
+        raise JobError(f"cannot write the report to {path}: {e.strerror or e}") from e
     return path
 
 

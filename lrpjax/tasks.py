@@ -35,6 +35,7 @@ import numpy as np
 import optax
 
 import lrpjax
+from lrpjax import metrics
 
 Array = jax.Array
 
@@ -270,8 +271,6 @@ def ground_truth_metrics(R_steps: Any, x: Any, lengths: Any, pos: Any, op: str =
     pooled over both marked steps of every finite sequence; ``share`` (c) mean share of ``sum_t |R_t|``
     on the marked steps; ``nonfinite``; ``n``; ``n_finite``; ``n_eligible``.
     """
-    from lrpjax import metrics
-
     R = np.asarray(R_steps, np.float64)
     x, lengths, pos = np.asarray(x), np.asarray(lengths), np.asarray(pos)
     n, T = R.shape

@@ -107,7 +107,9 @@ def _text_color(value: float, vmax: float) -> str:
     return "#fff" if abs(value) / vmax > 0.6 else "#222"
 
 
-def _fmt(v: float) -> str:
+def format_value(v: float) -> str:
+    """A relevance value for tooltips and captions: 4 significant digits with a sign (``"+0.1235"``),
+    ``"0"``, ``"nan"``, ``"+inf"`` / ``"-inf"``."""
     if v is None or not math.isfinite(v):
         return "nan" if v is None or math.isnan(v) else ("+inf" if v > 0 else "-inf")
     if v == 0:
@@ -115,7 +117,8 @@ def _fmt(v: float) -> str:
     return f"{v:+.4g}"
 
 
-def _nice_vmax(values: Iterable[np.ndarray]) -> float:
+def nice_vmax(values: Iterable[np.ndarray]) -> float:
+    """The colour scale's end: the largest finite ``|value|`` of all arrays (1.0 if there is none)."""
     m = 0.0
     for r in values:
         f = r[np.isfinite(r)]
@@ -130,19 +133,19 @@ def colorbar_html(vmax: float, *, label: str = "relevance", width: int = 260) ->
     ticks = "".join(
         f"<span style=\"position: absolute; left: {pos}%; transform: translateX(-50%); "
         f"white-space: nowrap;\">{html.escape(txt)}</span>"
-        for pos, txt in ((0, _fmt(-vmax)), (50, "0"), (100, _fmt(vmax))))
+        for pos, txt in ((0, format_value(-vmax)), (50, "0"), (100, format_value(vmax))))
     return (
         "<div class=\"lrpjax-colorbar\" style=\"display: flex; align-items: flex-start; gap: 14px; "
         "margin: 6px 0 10px 0; font-size: 12px; color: #444;\">"
         f"<div style=\"width: {width}px; padding: 0 18px;\">"
-        f"<div role=\"img\" aria-label=\"colour scale from {_attr(_fmt(-vmax))} (blue) through 0 (white) "
-        f"to {_attr(_fmt(vmax))} (red)\" style=\"height: 12px; border: 1px solid #999; "
+        f"<div role=\"img\" aria-label=\"colour scale from {_attr(format_value(-vmax))} (blue) through 0 (white) "
+        f"to {_attr(format_value(vmax))} (red)\" style=\"height: 12px; border: 1px solid #999; "
         f"background: linear-gradient(to right, {stops});\"></div>"
         f"<div style=\"position: relative; height: 16px; margin-top: 2px;\">{ticks}</div></div>"
         f"<div style=\"padding-top: 0;\">{html.escape(label)}: <span style=\"color: #{'%02x%02x%02x' % NEGATIVE_RGB}; "
         f"font-weight: 600;\">blue negative</span>, white 0, <span style=\"color: "
         f"#{'%02x%02x%02x' % POSITIVE_RGB}; font-weight: 600;\">red positive</span>; values beyond "
-        f"&#177;{html.escape(_fmt(vmax).lstrip('+'))} at full colour; hover a token for its value</div>"
+        f"&#177;{html.escape(format_value(vmax).lstrip('+'))} at full colour; hover a token for its value</div>"
         "</div>")
 
 
@@ -179,15 +182,19 @@ def _shown_token(tok: str) -> str:
     return tok.replace("\n", _WS_SHOWN["\n"]).replace("\t", _WS_SHOWN["\t"])
 
 
-def _sequence_html(tokens: Optional[Sequence[str]], r: np.ndarray, vmax: float,
+def sequence_html(tokens: Optional[Sequence[str]], r: np.ndarray, vmax: float,
                    caption: Optional[str] = None, steps: bool = False, offset: int = 0) -> str:
-    """``steps``: the tokens are step indices (numeric input); ``offset``: the first step's index."""
+    """One sequence as coloured spans (``r`` ``(T,)``, colour scale ``+-vmax``) with an optional caption.
+
+    ``tokens``: the ``T`` tokens shown, or None for step indices; ``steps``: the tokens are step indices
+    (numeric input); ``offset``: the first step's index.
+    """
     toks = [str(offset + t) for t in range(len(r))] if tokens is None else _as_tokens(tokens, len(r))
     spans = []
     for t, (tok, v) in enumerate(zip(toks, r.tolist()), start=offset):
         what = f"step {t}" if steps else f"{tok!r} (step {t})"
         spans.append(
-            f"<span title=\"{_attr(what + ': ' + _fmt(v))}\" data-value=\"{_attr(repr(float(v)))}\" "
+            f"<span title=\"{_attr(what + ': ' + format_value(v))}\" data-value=\"{_attr(repr(float(v)))}\" "
             f"style=\"background: {relevance_color(v, vmax)}; color: {_text_color(v, vmax)}; "
             f"padding: 1px 3px; margin: 1px 1px; border-radius: 3px; display: inline-block; "
             f"white-space: pre; line-height: 1.45;{' font-family: ' + _attr(MONO) + '; font-size: 12px;' if steps else ''}\">"
@@ -223,10 +230,10 @@ def heatmap_html(tokens: Optional[Sequence[str]], relevance, *, title: Optional[
     Returns an :class:`HtmlFragment` (inline in a notebook; ``str()`` / ``.save(path)`` for a file).
     """
     r = _as_relevance(relevance)
-    vmax = float(vmax) if vmax is not None else _nice_vmax([r])
+    vmax = float(vmax) if vmax is not None else nice_vmax([r])
     if not vmax > 0:
         raise ValueError(f"vmax must be > 0, got {vmax}")
-    body = colorbar_html(vmax) + _sequence_html(tokens, r, vmax, caption, steps=tokens is None)
+    body = colorbar_html(vmax) + sequence_html(tokens, r, vmax, caption, steps=tokens is None)
     return HtmlFragment(_wrap(body, title), title)
 
 
@@ -239,7 +246,7 @@ def _item(item: Any) -> tuple:
         if caption is None:
             parts = [f"{k} {item[k]}" for k in ("index", "id", "label", "target") if item.get(k) is not None]
             if item.get("score") is not None:
-                parts.append(f"score {_fmt(float(item['score']))}")
+                parts.append(f"score {format_value(float(item['score']))}")
             caption = " \u00b7 ".join(parts) or None
         return item.get("tokens"), item["relevance"], caption
     item = tuple(item)
@@ -265,10 +272,10 @@ def heatmaps_html(items: Iterable, *, title: Optional[str] = None,
     """
     parsed = [_item(it) for it in items]
     rs = [_as_relevance(r) for _, r, _ in parsed]
-    vmax = float(vmax) if vmax is not None else _nice_vmax(rs)
+    vmax = float(vmax) if vmax is not None else nice_vmax(rs)
     if not vmax > 0:
         raise ValueError(f"vmax must be > 0, got {vmax}")
-    seqs = "".join(_sequence_html(tok, r, vmax, cap, steps=tok is None)
+    seqs = "".join(sequence_html(tok, r, vmax, cap, steps=tok is None)
                    for (tok, _, cap), r in zip(parsed, rs))
     if not parsed:
         seqs = "<div style=\"color: #777;\">(no sequences)</div>"

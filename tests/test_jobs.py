@@ -308,6 +308,23 @@ def test_text_inputs_with_tokenizer_vocab_and_unk(tmp_path):
     assert rows(tmp_path / "tuple")[0]["tokens"] == [str(m.INDEX[w]) for w in m.SENTENCES[0].split()]
 
 
+@pytest.mark.parametrize("method", ["gradient_x_input", "occlusion"])
+def test_baseline_methods_on_token_models_explain_the_embedding(tmp_path, method):
+    """Token models: a baseline acts on the embedding (lrpjax.embedding_input) of each unpadded
+    example, summed per token."""
+    spec = m.text_spec()
+    run(spec, m.SENTENCES, tmp_path / "o", method=method, bucket_step=4)
+    got = rows(tmp_path / "o")
+    for i, text in enumerate(m.SENTENCES):
+        ids = jnp.array([[1 if t is None else t for t in m.tokenize(text)]], jnp.int32)
+        fn = lambda z: spec.apply(z, jnp.full((1,), ids.shape[1], jnp.int32))
+        emb, on_embeddings = lrpjax.embedding_input(fn, ids)
+        a = lrpjax.baselines.attribute(method, on_embeddings, emb)
+        assert got[i]["target"] == int(a.target[0])
+        np.testing.assert_allclose(got[i]["relevance"], np.asarray(lrpjax.per_step(a.relevance, emb))[0],
+                                   rtol=1e-5, atol=1e-6)
+
+
 def test_bad_examples_become_error_rows(tmp_path):
     rng = np.random.default_rng(1)
     good = lambda L: rng.normal(size=(L, F)).astype(np.float32)

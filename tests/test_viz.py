@@ -79,7 +79,7 @@ def test_heatmap_document_fragment_escaping_values():
             assert a["title"].endswith(": nan") and a["style"].startswith("background: #c8c8c8")
         else:
             assert float(a["data-value"]) == v
-            assert a["title"].endswith(": " + viz._fmt(v)) and float(a["title"].rsplit(": ", 1)[1]) == \
+            assert a["title"].endswith(": " + viz.format_value(v)) and float(a["title"].rsplit(": ", 1)[1]) == \
                 pytest.approx(v, rel=1e-3)
     assert p.spans[0][0]["title"].startswith("'<script>alert(1)</script>' (step 0)")
     # colours: white at 0, red at +vmax (vmax = 2 by default), blue for negatives, colour bar shown
@@ -114,7 +114,7 @@ def test_heatmap_steps_list_rows_save_and_notebook(tmp_path):
     p = Page(str(viz.heatmap_html(None, R2)))
     assert [s for _, s in p.spans] == [str(t) for t in range(6)]
     assert [float(a["data-value"]) for a, _ in p.spans] == list(R2.sum(1).astype(float))
-    assert p.spans[2][0]["title"] == "step 2: " + viz._fmt(float(R2[2].sum()))
+    assert p.spans[2][0]["title"] == "step 2: " + viz.format_value(float(R2[2].sum()))
     # a list: tuples with and without captions, and rows of a job's output (dicts)
     rows = [{"index": 7, "id": "x7", "label": 1, "target": 2, "score": 0.75, "relevance": [0.1, -0.2],
              "tokens": ["<i>", "ok"]}]

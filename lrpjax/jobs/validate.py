@@ -1,0 +1,237 @@
+"""Validation: a raw :class:`~lrpjax.jobs.sources.Record` -> an :class:`Example` ready for batching, or
+an error reason (bad examples become error rows; they never stop a job)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import numpy as np
+
+from lrpjax._checks import is_int, one_line
+from lrpjax.jobs.sources import Record
+from lrpjax.jobs.spec import JobError, ModelSpec
+
+
+@dataclasses.dataclass
+class Example:
+    """A valid example: ``data`` ``(L, F)`` float32 or ``(L,)`` int32 token ids (unpadded)."""
+    index: int
+    id: Any
+    data: np.ndarray              # (L, F) float32 or (L,) int32 token ids
+    label: Optional[int]
+    tokens: Optional[list] = None
+    length: int = 0
+
+    def __post_init__(self):
+        self.length = int(self.data.shape[0])
+
+
+class Validator:
+    """Checks and converts records; ``id_type`` is fixed by the first record ("int" or "string")."""
+
+    def __init__(self, spec: ModelSpec, target, max_length: Optional[int]):
+        self.spec, self.target, self.max_length = spec, target, max_length
+        self.features = spec.features
+        self.id_type: Optional[str] = None
+        self.n_classes: Optional[int] = None
+        self.seen: set = set()          # explicit ids (duplicates are errors)
+        self.implicit = bytearray()      # bitmap of the indices used as ids (1 bit per example)
+
+    def mark_seen(self, rec: Record, rid) -> bool:
+        """Record ``rid``; False if it was used before. Implicit ids (the record's index) cost one bit
+        each, so a dataset without ids does not grow the memory of a job."""
+        if rec.id is None and self.id_type == "int":
+            k = int(rid)
+            byte, bit = divmod(k, 8)
+            if byte >= len(self.implicit):
+                self.implicit.extend(bytes(byte + 1 - len(self.implicit) + (1 << 12)))
+            if self.implicit[byte] >> bit & 1 or k in self.seen:
+                return False
+            self.implicit[byte] |= 1 << bit
+            return True
+        if rid in self.seen:
+            return False
+        if self.id_type == "int" and 0 <= rid and (rid >> 3) < len(self.implicit) \
+                and self.implicit[rid >> 3] >> (rid & 7) & 1:
+            return False
+        self.seen.add(rid)
+        return True
+
+    def record_id(self, rec: Record):
+        """The output id of a record (None if it does not fit the id type)."""
+        raw = rec.index if rec.id is None else rec.id
+        if self.id_type is None:
+            self.id_type = "int" if is_int(raw) else "string"
+        if self.id_type == "int":
+            return int(raw) if is_int(raw) else None
+        return raw if isinstance(raw, str) else str(raw)
+
+    def fix_id_type(self, first_records: list) -> None:
+        """Fix the id type (int64 or string) from the first parsable record of the input."""
+        self.record_id(next((r for r in first_records if r.error is None), None)
+                       or (first_records[0] if first_records else Record(0)))
+
+    def infer_features(self, records: list) -> None:
+        """Fix the feature count from the first record that has a usable ``x`` (unless given)."""
+        for rec in records:
+            if self.features is not None:
+                return
+            if rec.x is None or rec.error is not None:
+                continue
+            try:
+                a = np.asarray(rec.x, dtype=np.float32)
+            except (ValueError, TypeError):
+                continue
+            if a.ndim == 2 and a.shape[1] > 0:
+                self.features = int(a.shape[1])
+
+    def shard_ids(self, records: list) -> list:
+        """``(index, id)`` of a shard's records in input order, marking their ids as used (a shard
+        that an earlier run finished: its stored ids are compared with these)."""
+        expect = []
+        for rec in records:
+            rid = self.record_id(rec)
+            if rid is not None:
+                self.mark_seen(rec, rid)
+            expect.append((rec.index, rid))
+        return expect
+
+    def note_foreign(self, records: list) -> None:
+        """Another process's shard: keep the state as a single process would (ids seen, for
+        duplicates; the feature count while no example fixed it), without checking or converting data."""
+        for rec in records:
+            if self.features is None and not self.spec.tokens:
+                self(rec)
+            else:
+                rid = self.record_id(rec)
+                if rid is not None:
+                    self.seen.add(rid)
+
+    def split(self, records: list) -> tuple[list, list]:
+        """A shard's records -> (examples, error rows ``(index, id, reason)``)."""
+        good, errors = [], []
+        for rec in records:
+            rid, ex, reason = self(rec)
+            if ex is None:
+                errors.append((rec.index, rid, reason))
+            else:
+                good.append(ex)
+        return good, errors
+
+    def label(self, raw) -> tuple[Optional[int], Optional[str]]:
+        if raw is None:
+            return None, None
+        if is_int(raw):
+            return int(raw), None
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw), None
+        if isinstance(raw, str) and raw.strip().lstrip("+-").isdigit():
+            return int(raw), None
+        return None, f"label {raw!r} is not an integer class index"
+
+    def __call__(self, rec: Record) -> tuple[Any, Optional[Example], Optional[str]]:
+        """Returns ``(id, example, None)`` or ``(id, None, reason)``."""
+        rid = self.record_id(rec)
+        if rid is None:
+            return None, None, f"id {rec.id!r} is not an integer (the input's first id is)"
+        if not self.mark_seen(rec, rid):
+            return rid, None, f"duplicate id {rid!r}"
+        if rec.error is not None:
+            return rid, None, rec.error
+        label, err = self._checked_label(rec)
+        if err:
+            return rid, None, err
+        ex, err = self._tokens(rec) if self.spec.tokens else self._floats(rec)
+        if err:
+            return rid, None, err
+        L = ex.shape[0]
+        if L == 0:
+            return rid, None, "empty sequence (length 0)"
+        if self.max_length is not None and L > self.max_length:
+            return rid, None, f"too long: length {L} > max_length {self.max_length}"
+        tokens = None
+        if self.spec.tokens:
+            v = self.spec.vocab
+            tokens = [v[i] for i in ex] if v is not None else [str(i) for i in ex]
+        return rid, Example(rec.index, rid, ex, label, tokens), None
+
+    def _checked_label(self, rec: Record) -> tuple[Optional[int], Optional[str]]:
+        """The label, and an error when ``target='true'`` needs a valid one."""
+        label, label_err = self.label(rec.label)
+        if self.target == "true":
+            if label_err:
+                return None, label_err
+            if label is None:
+                return None, "no label (target='true' needs one)"
+            if self.n_classes is not None and not 0 <= label < self.n_classes:
+                return None, f"label {label} out of range [0, {self.n_classes})"
+        return label, None
+
+    def _floats(self, rec: Record):
+        if rec.x is None:
+            if rec.text is not None:
+                raise JobError(f"example {rec.index} is text but the model spec has no tokenizer: give "
+                               f"ModelSpec(tokenizer=...) or return (apply, tokenizer) from the factory.")
+            return None, "record has no 'x'"
+        try:
+            a = np.asarray(rec.x, dtype=np.float32)
+        except (ValueError, TypeError) as e:
+            return None, f"x is not a (T, F) numeric array: {one_line(e)[:100]}"
+        if a.ndim != 2:
+            return None, f"x must have shape (T, F), got {a.shape}"
+        if rec.length is not None:
+            if not is_int(rec.length) or not 0 <= rec.length <= a.shape[0]:
+                return None, f"length {rec.length!r} outside [0, {a.shape[0]}] (the rows of x)"
+            a = a[:int(rec.length)]
+        if a.shape[0] == 0:
+            return a, None
+        if self.features is None:          # no earlier example fixed it (all bad so far)
+            self.features = int(a.shape[1])
+        if a.shape[1] != self.features:
+            return None, f"wrong feature count: {a.shape[1]} (expected {self.features})"
+        if self.max_length is not None and a.shape[0] > self.max_length:
+            return a, None
+        if not np.isfinite(a).all():
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            return None, f"non-finite values: {bad} NaN/inf in x"
+        return np.ascontiguousarray(a), None
+
+    def _tokens(self, rec: Record):
+        spec = self.spec
+        if rec.text is None:
+            if rec.x is not None:
+                raise JobError(f"example {rec.index} has float features 'x' but the model spec has a "
+                               f"tokenizer (a token model); give text, or drop the tokenizer.")
+            return None, "record has no 'text'"
+        if not isinstance(rec.text, str):
+            return None, f"text must be a string, got {type(rec.text).__name__}"
+        try:
+            raw = list(spec.tokenizer(rec.text))
+        except Exception as e:  # the user's tokenizer: one bad example must not stop the job
+            return None, f"tokenizer failed: {type(e).__name__}: {one_line(e)[:100]}"
+        unknown = [k for k, t in enumerate(raw) if t is None or (is_int(t) and t == -1)]
+        if unknown:
+            if spec.unk_id is None:
+                return None, (f"unknown token(s) at position(s) {unknown[:10]} and the model spec has "
+                              f"no unk_id")
+            unk = set(unknown)
+            raw = [spec.unk_id if k in unk else t for k, t in enumerate(raw)]
+        if not all(is_int(t) for t in raw):
+            return None, "tokenizer returned non-integer ids"
+        ids = np.asarray(raw, dtype=np.int64)
+        hi = len(spec.vocab) if spec.vocab is not None else np.iinfo(np.int32).max
+        bad = ids[(ids < 0) | (ids >= hi)]
+        if bad.size:
+            return None, f"token id(s) {bad[:5].tolist()} outside [0, {hi})"
+        return ids.astype(np.int32), None
+
+
+def first_valid_example(spec: ModelSpec, records: list, max_length: Optional[int]) -> Optional[Example]:
+    """The first record of ``records`` that is a valid example (for the probe batch of a token
+    model), checked by a validator of its own (the job's validator state is not touched)."""
+    probe_validator = Validator(spec, "pred", max_length)
+    for rec in records:
+        _, ex, _ = probe_validator(rec)
+        if ex is not None:
+            return ex
+    return None
