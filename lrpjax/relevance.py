@@ -73,11 +73,17 @@ def full_precision():
 def _compute(model_fn: Callable, x: PyTree, target, eps, bias_factor, gate, strict):
     """Shared core: returns (relevance, scores, target, state_relevance)."""
     with full_precision():
-        return _compute_traced(model_fn, x, target, eps, bias_factor, gate, strict)
+        scores, backward = _forward(model_fn, x, rules.make_config(eps, bias_factor, gate), strict)
+        t = resolve_target(target, scores)
+        seed = jax.nn.one_hot(t, scores.shape[-1], dtype=scores.dtype) * scores
+        R, R_states = backward(seed)
+    return R, scores, t, R_states
 
 
-def _compute_traced(model_fn: Callable, x: PyTree, target, eps, bias_factor, gate, strict):
-    cfg = rules.make_config(eps, bias_factor, gate)
+def _forward(model_fn: Callable, x: PyTree, cfg: rules.RuleConfig, strict: bool):
+    """Trace ``model_fn`` under the rules and run it once: returns ``(scores, backward)`` where
+    ``backward(seed)`` (seed shaped like the scores) is ``(relevance of x, relevance of each initial
+    state)``. Call it inside :func:`full_precision`."""
     if not isinstance(strict, bool):
         raise ValueError(f"strict must be True or False, got {strict!r}.")
     if not callable(model_fn):
@@ -111,10 +117,7 @@ def _compute_traced(model_fn: Callable, x: PyTree, target, eps, bias_factor, gat
                 return rewrite.evaluate(closed_run, tainted, *flat)[0]
 
     scores, vjp = jax.vjp(run, x, sinks)
-    t = resolve_target(target, scores)
-    seed = jax.nn.one_hot(t, scores.shape[-1], dtype=scores.dtype) * scores
-    R, R_states = vjp(seed)
-    return R, scores, t, R_states
+    return scores, vjp
 
 
 def relevance(model_fn: Callable[[PyTree], Array], x: PyTree, target=None, *, eps: float = DEFAULT_EPS,
