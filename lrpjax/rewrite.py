@@ -1,110 +1,90 @@
-"""LRP rules for plain JAX operations written around lrpjax's layers (pooling, merges, readouts).
+"""Evaluate a model with LRP rules in place of the plain JAX operations it is written with.
 
-A user's model -- or an unmodified Flax module -- often combines the recurrent layers with plain
-``jnp`` code: ``hs.mean(axis=1)``, ``jnp.max(hs, axis=1)``, ``h_fwd + h_bwd``, ``h @ W + b``. Their
-plain gradients would scale or duplicate relevance, so when the model's jaxpr contains such an
-operation on the path from ``x`` to the score, :func:`lrpjax.relevance` evaluates that jaxpr with each
-of them replaced by its rule (everything else, lrpjax's own rules included, is bound unchanged):
+A user's model -- or an unmodified Flax module -- combines the recurrent layers with plain ``jnp``
+code: ``hs.mean(axis=1)``, ``h_fwd + h_bwd``, ``tanh(h @ W + b)``, an attention softmax and
+``einsum("bt,btd->bd", alpha, hs)``. Their plain gradients would scale, duplicate or invert relevance,
+so when the model's jaxpr contains such an operation on the path from ``x`` to the score,
+:func:`lrpjax.relevance` evaluates the model's flat program (:func:`lrpjax._rule_table.analyze`) with
+each of them replaced by its rule; everything else, lrpjax's own rules included, is bound unchanged.
+The table of operations and rules is in :mod:`lrpjax._rule_table` and in
+``docs/attention-heads-outputs.md``.
 
-=====================================  ==================================================================
-operation on the relevance path        rule (:mod:`lrpjax.rules`)
-=====================================  ==================================================================
-``a @ W`` (``W`` not from ``x``)        :func:`~lrpjax.rules.linear` (epsilon rule)
-``a + b``, ``a - b`` (both from ``x``)  :func:`~lrpjax.rules.accumulate` (epsilon rule over the summands)
-``a + c``, ``a - c`` (``c`` not)        :func:`~lrpjax.rules.linear` with identity weights and bias ``c``
-``a * c``, ``a / c``, ``-a``            :func:`~lrpjax.rules.scale` (epsilon rule, one input per unit)
-``a.sum(axes)`` (and so ``a.mean``)     :func:`~lrpjax.rules.sum_over` (epsilon rule over the summands)
-``a.max(axes)``                         :func:`~lrpjax.rules.max_over` (winner takes all)
-=====================================  ==================================================================
+Two more things happen here:
+
+* ``a @ W`` directly followed by ``+ b`` is one neuron layer: one epsilon rule with bias ``b``;
+* a user-written ``scan`` (``nn.scan``, ``lax.scan``) whose initial carry is a constant (zeros) gets
+  that carry replaced by a reported initial state, so its relevance lands in
+  :attr:`lrpjax.Explanation.initial_state` instead of being absorbed.
 
 Rewrites apply at the top level of the model and inside ``jit``-ed functions it calls, not inside
-user-written ``scan``/``while``/``cond`` bodies. Non-linear element-wise functions (``tanh``, ``exp``,
-``gelu``, ...) are never rewritten: strict mode refuses them (see :mod:`lrpjax.strict`).
+user-written ``scan``/``while``/``cond`` bodies.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-import jax.numpy as jnp
 from jax.extend import core as jex_core
 
 from lrpjax import rules
-from lrpjax._jaxpr import CALLS, is_float, out_taint, rule_for, shape_of
+from lrpjax._jaxpr import Program
+from lrpjax._rule_table import bind
 
 
-def _bias_fusions(jaxpr) -> dict:
-    """``{index of a dot_general: index of the add that is its only use}``."""
+def _bias_fusions(prog: Program) -> dict:
+    """``{index of a dot_general step: index of the "+ b" step that is its only use}``."""
     uses: dict = {}
-    for k, eqn in enumerate(jaxpr.eqns):
-        for v in eqn.invars:
-            if isinstance(v, jex_core.Var):
-                uses.setdefault(v, []).append(k)
-    outs = {v for v in jaxpr.outvars if isinstance(v, jex_core.Var)}
+    for k, step in enumerate(prog.steps):
+        for a in step.ins:
+            if isinstance(a, int):
+                uses.setdefault(a, []).append(k)
+    outputs = {a for a in prog.outputs if isinstance(a, int)}
     fusions = {}
-    for k, eqn in enumerate(jaxpr.eqns):
-        if eqn.primitive.name != "dot_general":
+    for k, (step, rule) in enumerate(zip(prog.steps, prog.rules)):
+        if rule.kind != "rewrite" or rule.what != "dot":
             continue
-        out = eqn.outvars[0]
+        out = step.outs[0]
         users = uses.get(out, [])
-        if out in outs or len(users) != 1:
+        if out in outputs or len(users) != 1:
             continue
-        nxt = jaxpr.eqns[users[0]]
-        if (nxt.primitive.name in ("add", "add_any") and shape_of(nxt.outvars[0]) == shape_of(out)
-                and sum(v is out for v in nxt.invars) == 1):
+        nxt = prog.steps[users[0]]
+        if (nxt.eqn.primitive.name in ("add", "add_any") and prog.shape(nxt.outs[0]) == prog.shape(out)
+                and sum(a == out for a in nxt.ins if isinstance(a, int)) == 1):
             fusions[k] = users[0]
     return fusions
 
 
-def evaluate(closed_jaxpr, tainted_in: Sequence[bool], *args):
-    """Evaluate ``closed_jaxpr`` on ``args`` with the rewritable operations replaced by their rules."""
-    return _eval(closed_jaxpr.jaxpr, closed_jaxpr.consts, list(args), list(tainted_in))[0]
+def evaluate(prog: Program, args: Sequence, carry_sinks: Sequence = ()) -> list:
+    """Evaluate ``prog`` on its flat inputs ``args`` with its rewritable steps replaced by rules.
 
-
-def _eval(jaxpr, consts, args, tainted_in):
-    env, taint = {}, {}
-    for v, c in zip(jaxpr.constvars, consts):
-        env[v], taint[v] = c, False
-    for v, a, tt in zip(jaxpr.invars, args, tainted_in):
-        env[v], taint[v] = a, tt
-    read = lambda v: v.val if isinstance(v, jex_core.Literal) else env[v]
-    is_t = lambda v: not isinstance(v, jex_core.Literal) and taint.get(v, False)
-    fused = _bias_fusions(jaxpr)
+    ``carry_sinks`` holds one array per entry of ``prog.carry_sinks``: added to that scan's initial
+    carry (which then passes no relevance on), so the relevance reaching it is reported.
+    """
+    env: dict = dict(prog.consts)
+    env.update(zip(prog.inputs, args))
+    read = lambda a: a.val if isinstance(a, jex_core.Literal) else env[a]
+    fused = _bias_fusions(prog)
     pending: dict = {}
-    for k, eqn in enumerate(jaxpr.eqns):
+    sinks: dict = {}
+    for (k, pos), s in zip(prog.carry_sinks, carry_sinks):
+        sinks.setdefault(k, []).append((pos, s))
+    for k, (step, rule) in enumerate(zip(prog.steps, prog.rules)):
         if k in pending:  # the `+ b` of a deferred `a @ W`: one neuron layer, one epsilon rule
-            (a, w), product = pending.pop(k)
-            slot = 0 if eqn.invars[0] is product else 1
-            out = eqn.outvars[0]
-            if not is_t(eqn.invars[1 - slot]):
-                b = jnp.broadcast_to(read(eqn.invars[1 - slot]), shape_of(out)).astype(a.dtype)
-                z = rules.linear(a, w.astype(a.dtype), b)
-                env[out], taint[out] = z.astype(out.aval.dtype), True
+            dot_k, dot_vals = pending.pop(k)
+            dot_out = prog.steps[dot_k].outs[0]
+            other = [a for a in step.ins if a is not dot_out and a != dot_out]
+            if len(other) == 1 and not prog.tainted(other[0]):
+                env[step.outs[0]] = prog.rules[dot_k].impl(*dot_vals, bias=read(other[0]))[0]
                 continue
-            # both sides carry relevance after all: the matmul alone, then the sum rule below
-            env[eqn.invars[slot]] = rules.linear(a, w.astype(a.dtype)).astype(
-                eqn.invars[slot].aval.dtype)
-            taint[eqn.invars[slot]] = True
-        invals = [read(v) for v in eqn.invars]
-        tin = [is_t(v) for v in eqn.invars]
-        name = eqn.primitive.name
-        impl = rule_for(eqn, tin) if any(tin) else None
-        if impl is not None and k in fused and tin == [True, False]:
-            pending[fused[k]] = (invals, eqn.outvars[0])  # computed at the `+ b`, with the bias
-            continue
-        if impl is not None:
-            outvals, tout = impl(*invals), [True] * len(eqn.outvars)
-        elif name in CALLS and any(tin):  # inline jit-ed functions so their operations can be rewritten
-            sub = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
-            sub_j = sub.jaxpr if hasattr(sub, "jaxpr") else sub
-            sub_c = sub.consts if hasattr(sub, "consts") else ()
-            outvals, tout = _eval(sub_j, sub_c, invals, tin)
+            env[dot_out] = prog.rules[dot_k].impl(*dot_vals)[0]  # both sides carry relevance
+        invals = [read(a) for a in step.ins]
+        if rule.kind == "rewrite":
+            if k in fused:
+                pending[fused[k]] = (k, invals)
+                continue
+            outs = rule.impl(*invals, *[read(a) for a in rule.extra])
         else:
-            params = eqn.primitive.get_bind_params(eqn.params)
-            with eqn.ctx.manager:
-                outvals = eqn.primitive.bind(*invals, **params)
-            if not eqn.primitive.multiple_results:
-                outvals = [outvals]
-            tout = out_taint(eqn, tin) if any(tin) else [False] * len(eqn.outvars)
-        for v, val, tt in zip(eqn.outvars, outvals, tout):
-            env[v], taint[v] = val, bool(tt) and is_float(v)
-    return [read(v) for v in jaxpr.outvars], [is_t(v) for v in jaxpr.outvars]
+            for pos, s in sinks.get(k, ()):
+                invals[pos] = s.astype(invals[pos].dtype) + rules.no_relevance(lambda v: v, invals[pos])
+            outs = bind(step.eqn, *invals)
+        env.update(zip(step.outs, outs))
+    return [read(a) for a in prog.outputs]

@@ -34,10 +34,11 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from lrpjax._checks import (DEFAULT_BIAS_FACTOR, DEFAULT_EPS, DEFAULT_GATE, GATE_RULES,
                             check_rule_options)
+from lrpjax._epsilon import RULE_ATTRIBUTE, rule_name  # noqa: F401 - public here since 0.1
+from lrpjax._epsilon import finite, mark_rule, messages, stabilised
 
 Array = jax.Array
 
@@ -121,50 +122,7 @@ def initial_state(value: Array) -> Array:
 
 
 # ----------------------------------------------------------------------------------------------
-# The epsilon rule: the one formula behind `linear` and `accumulate`.
-
-def _stabilised(z: Array, eps: float) -> Array:
-    """``z + eps * s`` with ``s = +1 if z >= 0 else -1``; never smaller than eps in magnitude."""
-    return z + jnp.where(z >= 0, eps, -eps).astype(z.dtype)
-
-
-def _epsilon(z: Array, R: Array, bias: Optional[Array], n_lower: int,
-             cfg: RuleConfig) -> tuple[Array, Array]:
-    """Messages and bias share of the epsilon rule.
-
-    Returns ``S = R / (z + eps*s)`` (shape of ``z``) and
-    ``share = bias_factor * sum_j (b_j + eps*s_j) * S_j / N`` (shape ``z.shape[:-1] + (1,)``), so that
-    lower unit ``i`` of incoming layer ``k`` gets ``a_i * (S @ W^(k).T)_i + share``.
-    """
-    zs = _stabilised(z, cfg.eps)
-    S = R / zs
-    if cfg.bias_factor == 0.0:
-        return S, jnp.zeros(z.shape[:-1] + (1,), z.dtype)
-    absorbed = zs - z if bias is None else zs - z + bias   # b_j + eps*s_j
-    share = cfg.bias_factor * jnp.sum(absorbed * S, axis=-1, keepdims=True) / n_lower
-    return S, share
-
-
-RULE_ATTRIBUTE = "lrpjax_rule"
-"""Attribute naming the rule on each custom_vjp backward (how strict mode recognises a rule)."""
-
-
-def _rule(name: str):
-    """Mark a custom_vjp backward as an lrpjax rule (the strict-mode checker recognises it)."""
-    def mark(bwd: Callable) -> Callable:
-        setattr(bwd, RULE_ATTRIBUTE, name)
-        return bwd
-    return mark
-
-
-def rule_name(bwd: Any) -> Optional[str]:
-    """The rule a custom_vjp backward implements (``"linear"``, ``"no_relevance"``, ...), or ``None``
-    for any other function; sees through ``functools.partial`` and JAX's wrappers (``.f``)."""
-    f = getattr(bwd, "f", bwd)
-    while hasattr(f, "func"):  # functools.partial
-        f = f.func
-    return getattr(f, RULE_ATTRIBUTE, None)
-
+# The epsilon rule (its arithmetic is in lrpjax._epsilon) behind `linear` and `accumulate`.
 
 def _matmul(a: Array, w: Optional[Array]) -> Array:
     """``a @ w``; ``w=None`` is the identity map (lower unit ``i`` feeds upper unit ``i`` only)."""
@@ -185,12 +143,12 @@ def _linear_rule(cfg: RuleConfig) -> Callable:
         z = _affine(inputs, weights, bias)
         return z, (inputs, weights, bias, z)
 
-    @_rule("linear")
+    @mark_rule("linear")
     def bwd(res, R):
         inputs, weights, bias, z = res
         n_lower = sum(a.shape[-1] for a in inputs)
-        S, share = _epsilon(z, R, bias, n_lower, cfg)
-        R_in = tuple(a * (S if w is None else S @ w.T) + share for a, w in zip(inputs, weights))
+        S, share = messages(z, R, bias, n_lower, cfg.eps, cfg.bias_factor)
+        R_in = tuple(finite(a) * (S if w is None else S @ w.T) + share for a, w in zip(inputs, weights))
         return R_in, jax.tree.map(jnp.zeros_like, weights), jax.tree.map(jnp.zeros_like, bias)
 
     f = jax.custom_vjp(lrpjax_linear)
@@ -247,7 +205,7 @@ def _no_relevance_fwd(fn, *args):
     return fn(*args), args
 
 
-@_rule("no_relevance")
+@mark_rule("no_relevance")
 def _no_relevance_bwd(fn, args, R):
     return jax.tree.map(jnp.zeros_like, args)
 
@@ -274,10 +232,10 @@ def _accumulate_rule(cfg: RuleConfig, n_terms: int) -> Callable:
         z = sum(terms)
         return z, (terms, z)
 
-    @_rule("accumulate")
+    @mark_rule("accumulate")
     def bwd(res, R):
         terms, z = res
-        S, share = _epsilon(z, R, None, n_terms * z.shape[-1], cfg)
+        S, share = messages(z, R, None, n_terms * z.shape[-1], cfg.eps, cfg.bias_factor)
         return (tuple(t * S + share for t in terms),)
 
     f = jax.custom_vjp(lrpjax_accumulate)
@@ -308,7 +266,7 @@ def _act_rule(fn: Callable) -> Callable:
     def fwd(z):
         return fn(z), None
 
-    @_rule("act")
+    @mark_rule("act")
     def bwd(_, R):
         return (R,)
 
@@ -324,6 +282,65 @@ def act(fn: Callable[[Array], Array], z: Array) -> Array:
     return _act_rule(fn)(z)
 
 
+@functools.lru_cache(maxsize=None)
+def _elementwise_rule(dtype_pair: tuple) -> Callable:
+    def lrpjax_elementwise(root, value):
+        return value
+
+    def fwd(root, value):
+        return value, None
+
+    @mark_rule("act")
+    def bwd(_, R):
+        return R.astype(dtype_pair[0]), jnp.zeros(R.shape, dtype_pair[1])
+
+    f = jax.custom_vjp(lrpjax_elementwise)
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def elementwise(root: Array, value: Array) -> Array:
+    """``value``, an element-wise function of ``root`` computed by plain JAX (``gelu(root)``,
+    ``root * sigmoid(root)``, ...): the identity rule, relevance passes from ``value`` to ``root``
+    unchanged and the intermediate values of the computation get none."""
+    if current() is None:
+        return value
+    if root.shape != value.shape:
+        raise ValueError(f"elementwise: root has shape {root.shape} but value {value.shape}.")
+    return _elementwise_rule((root.dtype, value.dtype))(root, value)
+
+
+@functools.lru_cache(maxsize=None)
+def _softmax_rule(axes: tuple) -> Callable:
+    def lrpjax_softmax(s, alpha):
+        return alpha
+
+    def fwd(s, alpha):
+        return alpha, (s, alpha)
+
+    @mark_rule("softmax")
+    def bwd(res, R):
+        s, alpha = res
+        total = jnp.sum(R, axis=axes, keepdims=True)
+        finite = jnp.isfinite(s)
+        R_s = jnp.where(finite, jnp.where(finite, s, 0) * (R - alpha * total), 0)
+        return R_s.astype(s.dtype), jnp.zeros_like(alpha)
+
+    f = jax.custom_vjp(lrpjax_softmax)
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def softmax(s: Array, alpha: Array, axes: Sequence[int]) -> Array:
+    """``alpha = softmax(s)`` over ``axes`` (``alpha`` computed by plain JAX) with the softmax rule
+    of AttnLRP (Achtibat et al., 2024): ``R_s_i = s_i * (R_i - alpha_i * sum_j R_j)``; masked scores
+    (``-inf``) get 0, never NaN. Under ``gate="all"`` no relevance reaches a softmax at all: attention
+    weights are gates."""
+    if current() is None:
+        return alpha
+    return _softmax_rule(tuple(sorted(k % s.ndim for k in _as_tuple(axes))))(s, alpha)
+
+
 def _gate_split(rule: str, gate: Array, signal: Array, R: Array, eps: float) -> tuple[Array, Array]:
     """Relevance ``(R_gate, R_signal)`` of ``p = gate * signal`` under each gate rule."""
     if rule == "all":
@@ -331,7 +348,7 @@ def _gate_split(rule: str, gate: Array, signal: Array, R: Array, eps: float) -> 
     if rule == "half":
         return R / 2, R / 2
     if rule == "prop":
-        u = _stabilised(gate + signal, eps)
+        u = stabilised(gate + signal, eps)
         return gate / u * R, signal / u * R
     if rule == "abs":
         ag, as_ = jnp.abs(gate), jnp.abs(signal)
@@ -348,7 +365,7 @@ def _gated_rule(cfg: RuleConfig) -> Callable:
     def fwd(gate, signal):
         return gate * signal, (gate, signal)
 
-    @_rule("gated")
+    @mark_rule("gated")
     def bwd(res, R):
         gate, signal = res
         return _gate_split(cfg.gate, gate, signal, R, cfg.eps)
@@ -366,6 +383,31 @@ def gated(gate: Array, signal: Array) -> Array:
     return _gated_rule(cfg)(gate, signal)
 
 
+@functools.lru_cache(maxsize=None)
+def _uniform_rule() -> Callable:
+    def lrpjax_uniform(a, b):
+        return a * b
+
+    def fwd(a, b):
+        return a * b, None
+
+    @mark_rule("uniform")
+    def bwd(_, R):
+        return R / 2, R / 2
+
+    f = jax.custom_vjp(lrpjax_uniform)
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def uniform_product(a: Array, b: Array) -> Array:
+    """``a * b`` of two relevance paths that are both signals (the query and key of attention
+    scores ``q . k``): the uniform rule of AttnLRP, each factor gets half of the product's relevance."""
+    if current() is None:
+        return a * b
+    return _uniform_rule()(a, b)
+
+
 # ----------------------------------------------------------------------------------------------
 # Rules for plain JAX operations a user writes around the layers (applied by lrpjax.rewrite).
 
@@ -378,11 +420,11 @@ def _scale_rule(cfg: RuleConfig) -> Callable:
         z = a * c
         return z, (z, c)
 
-    @_rule("scale")
+    @mark_rule("scale")
     def bwd(res, R):
         z, c = res
-        S, share = _epsilon(z[..., None], R[..., None], None, 1, cfg)  # fan-in 1 per unit
-        return (z * S[..., 0] + share[..., 0]).astype(R.dtype), jnp.zeros_like(c)
+        S, share = messages(z[..., None], R[..., None], None, 1, cfg.eps, cfg.bias_factor)  # fan-in 1 per unit
+        return (finite(z) * S[..., 0] + share[..., 0]).astype(R.dtype), jnp.zeros_like(c)
 
     f = jax.custom_vjp(lrpjax_scale)
     f.defvjp(fwd, bwd)
@@ -408,13 +450,19 @@ def _sum_rule(cfg: RuleConfig, axes: tuple) -> Callable:
         z = jnp.sum(a, axis=axes)
         return z, (a, z)
 
-    @_rule("sum")
+    @mark_rule("sum")
     def bwd(res, R):
         a, z = res
-        n = int(np.prod([a.shape[k] for k in axes]))
-        S, share = _epsilon(z[..., None], R[..., None], None, n, cfg)  # fan-in n per output unit
-        expand = lambda v: jnp.expand_dims(v[..., 0], axes)
-        return (a * expand(S) + expand(share),)
+        S = R / stabilised(z, cfg.eps)
+        R_a = finite(a) * jnp.expand_dims(S, axes)
+        if cfg.bias_factor == 0.0:
+            return (R_a,)
+        # the stabiliser's share goes to the summands that are present: a masked or padded step
+        # (an exact zero) gets exactly nothing, and conservation still holds with bias_factor=1
+        present = (a != 0).astype(a.dtype)
+        n = jnp.sum(present, axis=axes)
+        share = cfg.bias_factor * (stabilised(z, cfg.eps) - z) * S / jnp.where(n > 0, n, 1)
+        return (R_a + present * jnp.expand_dims(share, axes),)
 
     f = jax.custom_vjp(lrpjax_sum)
     f.defvjp(fwd, bwd)
@@ -422,8 +470,9 @@ def _sum_rule(cfg: RuleConfig, axes: tuple) -> Callable:
 
 
 def sum_over(a: Array, axes: Sequence[int]) -> Array:
-    """``a.sum(axes)`` (sum / mean pooling) with the epsilon rule over each output's summands
-    (``N`` = its number of summands)."""
+    """``a.sum(axes)`` (sum / mean pooling, attention pooling) with the epsilon rule over each
+    output's summands; with ``bias_factor > 0`` the stabiliser's share is spread over the summands
+    that are non-zero (``N`` = their number), so masked or padded steps get exactly zero."""
     axes = tuple(sorted(k % a.ndim for k in _as_tuple(axes)))
     cfg = current()
     if cfg is None:
@@ -440,7 +489,7 @@ def _max_rule(axes: tuple) -> Callable:
         z = jnp.max(a, axis=axes)
         return z, (a, z)
 
-    @_rule("max")
+    @mark_rule("max")
     def bwd(res, R):
         a, z = res
         win = (a == jnp.expand_dims(z, axes)).astype(a.dtype)
@@ -472,12 +521,12 @@ def _layer_norm_rule(cfg: RuleConfig, ln_eps: float, has_scale: bool, has_bias: 
         y, sigma = forward(x, scale, bias)
         return y, (x, sigma, scale, bias, y)
 
-    @_rule("layer_norm")
+    @mark_rule("layer_norm")
     def bwd(res, R):
         x, sigma, scale, bias, y = res
         g = scale if has_scale else jnp.ones_like(y)
         # with sigma held constant, y = x @ W + bias with W_ki = g_i / sigma * (delta_ki - 1/D)
-        S, share = _epsilon(y, R, bias if has_bias else None, y.shape[-1], cfg)
+        S, share = messages(y, R, bias if has_bias else None, y.shape[-1], cfg.eps, cfg.bias_factor)
         gS = g * S
         R_x = x / sigma * (gS - jnp.mean(gS, axis=-1, keepdims=True)) + share
         return R_x, jnp.zeros_like(scale), jnp.zeros_like(bias)
@@ -587,10 +636,10 @@ def _conv_rule(cfg: RuleConfig, spec: ConvSpec) -> Callable:
         z = _conv_sum(inputs, kernels, bias, spec)
         return z, (inputs, kernels, bias, z)
 
-    @_rule("conv")
+    @mark_rule("conv")
     def bwd(res, R):
         inputs, kernels, bias, z = res
-        zs = _stabilised(z, cfg.eps)
+        zs = stabilised(z, cfg.eps)
         S = R / zs
         if cfg.bias_factor:
             # N_j: the real lower units in unit j's receptive field (padding excluded), all inputs

@@ -1,21 +1,23 @@
 """Strict mode: refuse to explain through operations that have no LRP rule.
 
 Under :func:`lrpjax.relevance` the backward pass carries relevance, so every operation on the path
-from ``x`` to the score must either be an lrpjax rule or move values without changing them (reshape,
-slice, concatenate, gather, select, ...). Anything else -- a bare ``jnp.tanh``, ``jax.nn.gelu``,
-``softmax``, ``exp``, but also a hand-written ``x @ W`` or ``a + b`` -- would be differentiated as a plain
-gradient and give a silently wrong explanation. This module walks the model's jaxpr, follows which
-values depend on ``x`` (through ``jit``, ``scan``, ``while``, ``cond``, ``remat``, custom derivatives),
-and reports each offending operation with its source line.
+from ``x`` to the score must be an lrpjax rule, move values without changing them (reshape, slice,
+concatenate, gather, select, ...), or be a plain operation with a rule in :mod:`lrpjax._rule_table`
+(linear maps, sums, element-wise activations, gated products, softmax, attention pooling). Anything
+else that relevance reaches -- a product of two input-dependent values that is not a gated product, a
+non-linear operation that is not element-wise (``sort``, ``cumprod``, ...), a plain operation inside
+a user-written ``scan`` body -- would be differentiated as a plain gradient and give a silently wrong
+explanation. This module reports each such operation with its source line and the fix for that case.
+
+Only operations that relevance actually reaches count: under ``gate="all"`` the branch computing a
+gate (attention scores, masks, the softmax) receives no relevance, so whatever it contains is fine.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Iterable
-
 from jax.extend import source_info_util
 
-from lrpjax._jaxpr import LINEAR, open_jaxpr, walk
+from lrpjax._jaxpr import Program
 
 UNKNOWN_LOCATION = "unknown location"
 
@@ -35,15 +37,6 @@ def _where(eqn) -> str:
     return where + (f" in layer {layers[-1]}" if layers else "")
 
 
-def find_unsupported(closed_jaxpr, tainted_in: Iterable[bool]) -> tuple[list, list]:
-    """Equations of ``closed_jaxpr`` on the path from the tainted inputs that have no LRP rule, and
-    those that :mod:`lrpjax.rewrite` replaces by a rule."""
-    found: list = []
-    rewrites: list = []
-    walk(open_jaxpr(closed_jaxpr), list(tainted_in), found, True, rewrites)
-    return found, rewrites
-
-
 def _fn_name(eqn) -> str:
     """The user-visible name of a call-like equation (``relu`` for jax.nn.relu's custom_jvp_call)."""
     if isinstance(eqn.params.get("name"), str):
@@ -56,44 +49,52 @@ def _fn_name(eqn) -> str:
     return eqn.primitive.name
 
 
-def _describe(eqns: list) -> list[str]:
-    """One line per source location, naming its primitives, what kind of problem it is and the fix."""
+_FIXES = {
+    "linear": "linear operation(s) outside lrpjax's rules (the plain gradient would scale or "
+              "duplicate relevance instead of redistributing it). Fix: write linear maps with "
+              "lrpjax.linear / lrpjax.dense (epsilon rule), sums of branches with lrpjax.accumulate, "
+              "masks with jnp.where.",
+    "product": "a product of two values that both depend on the input, where neither factor is a gate "
+               "(a sigmoid or softmax output): no LRP rule. Fix: if one factor gates the other, compute "
+               "it with jax.nn.sigmoid / jax.nn.softmax or write lrpjax.gated(gate, signal); if this "
+               "branch should get no relevance, wrap it in jax.lax.stop_gradient.",
+    "nonlinear": "non-linear operation(s) that are not element-wise: no LRP rule. Fix: if this branch "
+                 "should get no relevance (e.g. it only computes attention scores), wrap it in "
+                 "jax.lax.stop_gradient or keep gate='all'; an element-wise function can be wrapped "
+                 "as lrpjax.act(fn, z) (relevance passes unchanged).",
+    "loop": "plain operation(s) inside a user-written scan/while/cond body, where lrpjax rewrites "
+            "nothing. Fix: build the loop body from lrpjax's cells and rules (lrpjax.cells.lstm_cell, "
+            "lrpjax.linear, lrpjax.act, lrpjax.accumulate) or Flax's recurrent cells.",
+}
+
+
+def _describe(found: list) -> list[str]:
+    """One line per source location and kind of problem, naming its primitives and the fix."""
     by_loc: dict = {}
-    for e, outer in eqns:
+    for e, outer, what in found:
         loc = _where(e)
         if loc.startswith(("unknown", " ")) or not loc.strip():  # inside a library function
-            inner = _fn_name(outer)
-            loc = f"{_where(outer)} (inside `{inner}`)"
-        by_loc.setdefault(loc, []).append(e.primitive.name)
+            loc = f"{_where(outer)} (inside `{_fn_name(outer)}`)"
+        if what == "loop":
+            loc = f"{loc}, in the loop at {_where(outer)}" if outer is not e else loc
+        names = by_loc.setdefault((loc, what), [])
+        names.append(e.primitive.name)
     lines = []
-    for loc, names in by_loc.items():
-        names = list(dict.fromkeys(names))
-        ops = ", ".join(f"`{n}`" for n in names)
-        if all(n in LINEAR for n in names):
-            lines.append(
-                f"  - {ops} at {loc}: linear operation(s) outside lrpjax's rules (the plain gradient "
-                f"would scale or duplicate relevance instead of redistributing it). Fix: write linear "
-                f"maps with lrpjax.linear / lrpjax.dense (epsilon rule), sums of branches with "
-                f"lrpjax.accumulate, masks with jnp.where.")
-        else:
-            lines.append(
-                f"  - {ops} at {loc}: non-linear operation(s) with no LRP rule. Fix: use lrpjax's "
-                f"layers, or wrap an element-wise activation as lrpjax.act(fn, z) (relevance passes "
-                f"unchanged).")
+    for (loc, what), names in by_loc.items():
+        ops = ", ".join(f"`{n}`" for n in dict.fromkeys(names))
+        lines.append(f"  - {ops} at {loc}: {_FIXES[what]}")
     return lines
 
 
 _WARNED: set = set()
 
 
-def check(closed_jaxpr, tainted_in: Iterable[bool], strict: bool) -> bool:
-    """Raise :class:`UnsupportedOperationError` (strict) or warn once per operation (non-strict).
-
-    Returns whether the model contains operations that :mod:`lrpjax.rewrite` must replace by rules.
-    """
-    found, rewrites = find_unsupported(closed_jaxpr, tainted_in)
+def check(prog: Program, gate: str, strict: bool) -> None:
+    """Raise :class:`UnsupportedOperationError` (strict) or warn once per operation (non-strict) for
+    the operations without a rule that relevance reaches under ``gate``."""
+    found = prog.offenders(gate)
     if not found:
-        return bool(rewrites)
+        return
     lines = _describe(found)
     if strict:
         raise UnsupportedOperationError(
@@ -106,4 +107,3 @@ def check(closed_jaxpr, tainted_in: Iterable[bool], strict: bool) -> bool:
         _WARNED.update(new)
         warnings.warn("lrpjax.relevance(strict=False): these operations are treated with their plain "
                       "gradient, not an LRP rule:\n" + "\n".join(new), stacklevel=3)
-    return bool(rewrites)

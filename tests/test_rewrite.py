@@ -94,10 +94,39 @@ def test_rewrites_inside_user_jit_and_batched():
 
 
 def test_products_of_two_relevance_paths_and_nonlinear_ops_stay_refused():
-    with pytest.raises(lrpjax.UnsupportedOperationError, match="mul"):
-        lrpjax.relevance(lambda x: (x * x) @ jnp.ones((D, C)), jnp.ones((T, D)))
-    with pytest.raises(lrpjax.UnsupportedOperationError, match="exp"):
-        lrpjax.relevance(lambda x: jnp.exp(x).sum(0) @ jnp.ones((D, C)), jnp.ones((T, D)))
+    # two different paths multiplied, neither a gate: no rule
+    with pytest.raises(lrpjax.UnsupportedOperationError, match="mul.*neither factor is a gate"):
+        lrpjax.relevance(lambda x: (x[:, :1] * x[:, 1:2]).sum(0) @ jnp.ones((1, C)), jnp.ones((T, D)))
+    # a non-linear operation that is not element-wise: no rule
+    with pytest.raises(lrpjax.UnsupportedOperationError, match="sort.*not element-wise"):
+        lrpjax.relevance(lambda x: jnp.sort(x, axis=0).sum(0) @ jnp.ones((D, C)), jnp.ones((T, D)))
+
+
+@pytest.mark.parametrize("fn", [jnp.exp, lambda v: v * v, jax.nn.gelu, jax.nn.silu, jax.nn.softplus,
+                                jax.nn.relu, jax.nn.elu, jax.nn.leaky_relu, jax.nn.sigmoid, jnp.tanh])
+def test_element_wise_functions_of_one_value_pass_relevance_unchanged(fn):
+    rng = np.random.default_rng(5)
+    x, W = rng.normal(size=(T, D)), rng.normal(size=(D, C))
+    R = lrpjax.relevance(lambda x: fn(x).sum(0) @ f64(W), f64(x), 1, bias_factor=1.0)
+    a = np.asarray(fn(f64(x)))
+    s = a.sum(0)
+    z = s @ W
+    R_s = oracle.lrp_linear([s], [W], None, z, np.array([0.0, z[1]]), EPS, 1.0)[0]
+    # identity rule: the relevance of fn(x) is the relevance of x
+    np.testing.assert_allclose(R, _sum_pool_oracle_nonzero(a, R_s, 1.0), atol=1e-10)
+
+
+def _sum_pool_oracle_nonzero(x, R_sum, bias_factor):
+    """Sum pooling with the stabiliser share on the non-zero summands only (N = their number)."""
+    R = np.zeros_like(x)
+    for j in range(x.shape[1]):
+        keep = [t for t in range(x.shape[0]) if x[t, j] != 0]
+        if not keep:
+            continue
+        r = oracle.lrp_linear([x[keep, j]], [np.ones((len(keep), 1))], None, None, R_sum[j:j + 1],
+                              EPS, bias_factor)[0]
+        R[keep, j] = r
+    return R
 
 
 class PooledBiLSTM(nn.Module):
