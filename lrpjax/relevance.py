@@ -111,7 +111,8 @@ def _forward(model_fn: Callable, x: PyTree, cfg: rules.RuleConfig, strict: bool)
 
     closed, out_shape = jax.make_jaxpr(collect, return_shape=True)(x)
     check_scores(out_shape)
-    strict_mode.check(analyze(closed, [True] * len(leaves)), cfg.gate, strict)
+    traced = analyze(closed, [True] * len(leaves))
+    strict_mode.check(traced, cfg.gate, strict)
 
     def run(x, sinks):
         with _tracing(cfg, sinks, model_fn):
@@ -119,7 +120,7 @@ def _forward(model_fn: Callable, x: PyTree, cfg: rules.RuleConfig, strict: bool)
 
     sinks = tuple(jnp.zeros(shape, dtype) for shape, dtype in specs)
     prog = None
-    if analyze(closed, [True] * len(leaves)).rewrites:
+    if traced.rewrites:
         # plain jnp operations on the relevance path: evaluate the model's program with rules
         closed_run = jax.make_jaxpr(run)(x, sinks)
         prog = analyze(closed_run, [True] * len(leaves) + [False] * len(sinks))
