@@ -2,7 +2,8 @@
 
 The public API, re-exported from the one-concept modules below (see ``docs/index.md``):
 
-* :mod:`lrpjax.relevance` -- ``relevance``, ``explain``, ``explain_tokens``, ``Explanation``
+* :mod:`lrpjax.relevance` -- ``relevance``, ``explain``, ``explain_tokens``, ``relevance_per_step``,
+  ``explain_per_step``, ``Explanation``
 * :mod:`lrpjax.rules` -- the LRP rules as custom-VJP primitives (``linear``, ``accumulate``, ``act``,
   ``gated``, ...)
 * :mod:`lrpjax.cells` -- LSTM / GRU parameters and layers
@@ -24,7 +25,8 @@ from lrpjax.baselines import (METHODS, Attribution, IGResult, attribute, explain
 from lrpjax.cells import (GRUParams, LSTMParams, VARIANT_GATES, bilstm, gru, gru_params, init_gru,
                           init_lstm, lstm, lstm_params, stacked_lstm)
 from lrpjax.jobs import JobError, JobSummary, ModelSpec, attribute_dataset
-from lrpjax.relevance import Explanation, embedding_input, explain, explain_tokens, relevance
+from lrpjax.relevance import (Explanation, embedding_input, explain, explain_per_step, explain_tokens,
+                              relevance, relevance_per_step)
 from lrpjax.rules import GATE_RULES, RuleConfig, accumulate, act, gated, linear
 from lrpjax.strict import UnsupportedOperationError
 
@@ -37,9 +39,9 @@ __all__ = [
     "Attribution", "Explanation", "GATE_RULES", "GRUParams", "IGResult", "JobError", "JobSummary",
     "LSTMParams", "METHODS", "ModelSpec", "RuleConfig", "UnsupportedOperationError",
     "VARIANT_GATES", "accumulate", "act", "attribute", "attribute_dataset", "baselines", "bilstm",
-    "cells", "dense", "embedding_input", "explain", "explain_ig", "explain_tokens", "gated",
-    "gradient", "gradient_x_input", "gru", "gru_params", "importers", "init_gru", "init_lstm",
+    "cells", "dense", "embedding_input", "explain", "explain_ig", "explain_per_step", "explain_tokens",
+    "gated", "gradient", "gradient_x_input", "gru", "gru_params", "importers", "init_gru", "init_lstm",
     "integrated_gradients", "integrated_gradients_completeness", "interop", "jobs", "linear", "lstm",
-    "lstm_params", "metrics", "occlusion", "per_step", "random_relevance", "relevance", "rewrite",
-    "rules", "sensitivity", "stacked_lstm", "strict",
+    "lstm_params", "metrics", "occlusion", "per_step", "random_relevance", "relevance",
+    "relevance_per_step", "rewrite", "rules", "sensitivity", "stacked_lstm", "strict",
 ]

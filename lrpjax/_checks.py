@@ -6,8 +6,10 @@ one-line rendering of an exception for error messages.
 """
 from __future__ import annotations
 
+import functools
 import numbers
-from typing import Any, Optional
+import sys
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -85,8 +87,100 @@ def check_scores(out: Any) -> None:
     if shape is None or len(shape) not in (1, 2) or not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(
             f"model_fn(x) must return one floating array of class scores (logits) with shape (C,) or "
-            f"(B, C); got {jax.tree.map(lambda a: getattr(a, 'shape', a), out)} "
-            f"with dtype {dtype}.")
+            f"(B, C) (or one scalar output per row: () / (B,)); got "
+            f"{jax.tree.map(lambda a: getattr(a, 'shape', a), out)} with dtype {dtype}.")
+
+
+def batch_rows(x: Any) -> Optional[int]:
+    """``B`` when ``x`` is a batch (its first leaf has rank >= 3: ``(B, T, F, ...)``), else ``None``.
+
+    >>> import jax.numpy as jnp
+    >>> batch_rows(jnp.ones((4, 6, 3))), batch_rows({"a": jnp.ones((6, 3))})
+    (4, None)
+    """
+    leaves = jax.tree.leaves(x)
+    shape = tuple(getattr(leaves[0], "shape", ())) if leaves else ()
+    return shape[0] if len(shape) >= 3 else None
+
+
+def scalar_outputs(shape: tuple, x: Any) -> bool:
+    """Whether scores of this ``shape`` are scalar outputs (one number per row, no class axis):
+    ``()`` for one sequence, or ``(B,)`` for a batched ``x`` with ``B`` rows (:func:`batch_rows`).
+
+    >>> import jax.numpy as jnp
+    >>> scalar_outputs((4,), jnp.ones((4, 6, 3))), scalar_outputs((4,), jnp.ones((6, 3)))
+    (True, False)
+    """
+    shape = tuple(shape)
+    return shape == () or (len(shape) == 1 and batch_rows(x) == shape[0])
+
+
+def _add_class_axis(model_fn: Callable, x: Any) -> Any:
+    out = model_fn(x)
+    shape = getattr(out, "shape", None)
+    return out[..., None] if shape is not None and scalar_outputs(shape, x) else out
+
+
+def with_class_axis(model_fn: Callable) -> Callable:
+    """``model_fn`` whose scalar outputs (:func:`scalar_outputs`) get a class axis of size 1:
+    ``()`` -> ``(1,)``, ``(B,)`` -> ``(B, 1)``; class scores pass unchanged. A ``functools.partial``,
+    so the Flax hooks still find the modules ``model_fn`` closes over.
+
+    >>> import jax.numpy as jnp
+    >>> with_class_axis(lambda x: x.sum((1, 2)))(jnp.ones((4, 6, 3))).shape
+    (4, 1)
+    """
+    return functools.partial(_add_class_axis, model_fn)
+
+
+def _flax_misuse(model_fn: Any) -> Optional[str]:
+    """What is wrong when ``model_fn`` is a linen module or its ``apply`` without params, else None."""
+    nn = sys.modules.get("flax.linen")
+    if nn is None:
+        return None
+    fix = "pass a function of x instead: lambda x: model.apply(params, x) (params = model.init(key, x))."
+    for f in (model_fn, getattr(model_fn, "__wrapped__", None)):
+        owner = getattr(f, "__self__", None)
+        if isinstance(f, nn.Module) and f.scope is None:
+            return (f"model_fn is the flax.linen module {type(f).__name__} itself, which has no "
+                    f"parameters bound; {fix}")
+        if isinstance(owner, nn.Module) and getattr(f, "__name__", "") in ("apply", "init",
+                                                                           "init_with_output"):
+            return (f"model_fn is {type(owner).__name__}.{f.__name__}, which takes the variables first "
+                    f"({f.__name__}(variables, x)), not x; {fix}")
+    return None
+
+
+def check_model_fn(model_fn: Any, fn: str) -> None:
+    """``model_fn`` must be a callable ``x -> scores``. A Flax linen module (unbound) or its ``apply``
+    passed without params raises a one-line ``ValueError`` showing ``lambda x: model.apply(params, x)``
+    (checked before anything is traced; Flax is looked at only if it is already imported).
+
+    >>> check_model_fn(lambda x: x, "relevance")
+    """
+    if not callable(model_fn):
+        raise ValueError(f"{fn}: model_fn must be callable (x -> class scores), got "
+                         f"{type(model_fn).__name__}.")
+    problem = _flax_misuse(model_fn)
+    if problem is not None:
+        raise ValueError(f"{fn}: {problem}")
+
+
+def target_seed(scores: jax.Array, t: jax.Array, scaled: bool = True) -> jax.Array:
+    """The backward seed: ``one_hot(t) * scores`` (``scaled=False``: ``one_hot(t)``), shape of
+    ``scores`` ``(..., C)``. Rows whose ``t`` lies outside ``[0, C)`` (possible only for a traced
+    target; concrete ones are refused by :func:`resolve_target`) are seeded with NaN, so their result
+    is NaN rather than a plausible all-zero one.
+
+    >>> import jax.numpy as jnp
+    >>> target_seed(jnp.array([[1.0, 2.0], [3.0, 4.0]]), jnp.array([1, 2])).tolist()
+    [[0.0, 2.0], [nan, nan]]
+    """
+    C = scores.shape[-1]
+    seed = jax.nn.one_hot(t, C, dtype=scores.dtype)
+    seed = seed * scores if scaled else seed
+    valid = (t >= 0) & (t < C)
+    return jnp.where(valid[..., None], seed, jnp.nan).astype(scores.dtype)
 
 
 def resolve_target(target: Any, scores: jax.Array) -> jax.Array:
@@ -110,5 +204,8 @@ def resolve_target(target: Any, scores: jax.Array) -> jax.Array:
 
 
 def pick(scores: jax.Array, t: jax.Array) -> jax.Array:
-    """``scores[..., t]`` per row: ``(C,), () -> ()``; ``(B, C), (B,) -> (B,)``."""
-    return jnp.take_along_axis(scores, t[..., None], axis=-1)[..., 0]
+    """``scores[..., t]`` per row: ``(C,), () -> ()``; ``(B, C), (B,) -> (B,)``; NaN where ``t`` is
+    outside ``[0, C)`` (a traced out-of-range target)."""
+    C = scores.shape[-1]
+    picked = jnp.take_along_axis(scores, jnp.clip(t, 0, C - 1)[..., None], axis=-1)[..., 0]
+    return jnp.where((t >= 0) & (t < C), picked, jnp.nan).astype(scores.dtype)

@@ -3,10 +3,14 @@
 Every method takes ``(model_fn, x, target=None, **options)``:
 
 * ``model_fn(x)`` returns class scores (logits): ``(C,)`` for ``x`` of shape ``(T, F)`` (one sequence),
-  ``(B, C)`` for ``x`` of shape ``(B, T, F)`` (a batch; rows must be independent, as for ``relevance``).
+  ``(B, C)`` for ``x`` of shape ``(B, T, F)`` (a batch; rows must be independent, as for ``relevance``);
+  or one scalar per row, ``()`` / ``(B,)``, explained as class 0 of the ``(1,)`` / ``(B, 1)`` model.
+  Flax nnx models called as ``lambda x: model(x)`` work as they are (their layers run as plain JAX,
+  see :func:`lrpjax.flax_integration.traceable`); a linen module or ``model.apply`` itself is refused.
 * ``target``: ``None`` (the argmax class of ``model_fn(x)``, per row), an int, or an int array ``(B,)``;
-  it may be traced under ``jit``. The explained score is the target's **logit**. The target is fixed at
-  ``x`` (integrated gradients and occlusion keep it along the path / for the occluded inputs).
+  it may be traced under ``jit`` (a traced value outside ``[0, C)`` gives NaN for its row). The
+  explained score is the target's **logit**. The target is fixed at ``x`` (integrated gradients and
+  occlusion keep it along the path / for the occluded inputs).
 
 Methods (``s(x)`` = the target logit; ``x0`` = the baseline input):
 
@@ -31,14 +35,17 @@ the methods compare like for like on GPU/TPU.
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrpjax._checks import check_scores, check_x, concrete, pick, resolve_target
+from lrpjax._checks import (check_model_fn, check_scores, check_x, concrete, pick, resolve_target,
+                            target_seed, with_class_axis)
+from lrpjax.flax_integration import traceable
 from lrpjax.relevance import explain, full_precision, relevance
 
 Array = jax.Array
@@ -72,6 +79,16 @@ def _check_model_out(scores, x: Array, fn: str) -> None:
                          f"shape {want}, got {tuple(scores.shape)}.")
 
 
+@contextlib.contextmanager
+def _running(model_fn: Callable, fn: str) -> Iterator[Callable]:
+    """Context for a method's model calls: full float32 matmuls, nnx models traceable by ``jax.grad``
+    (:func:`lrpjax.flax_integration.traceable`); yields ``model_fn`` with scalar outputs (``()`` /
+    ``(B,)``) given a class axis of size 1."""
+    check_model_fn(model_fn, fn)
+    with full_precision(), traceable(model_fn):
+        yield with_class_axis(model_fn)
+
+
 def _scores_and_target(model_fn: Callable, x: Array, target, fn: str):
     if not callable(model_fn):
         raise ValueError(f"{fn}: model_fn must be callable (x -> class scores), got "
@@ -84,8 +101,7 @@ def _scores_and_target(model_fn: Callable, x: Array, target, fn: str):
 def _grad_fixed(model_fn: Callable, x: Array, t: Array) -> Array:
     """``d s_t / d x`` for a given (resolved) target ``t``; rows of a batch are independent."""
     scores, vjp = jax.vjp(model_fn, x)
-    seed = jax.nn.one_hot(t, scores.shape[-1], dtype=scores.dtype)
-    return vjp(seed)[0]
+    return vjp(target_seed(scores, t, scaled=False))[0]   # NaN rows for a traced out-of-range t
 
 
 def _as_static_int(value, name: str, fn: str, minimum: int) -> int:
@@ -137,7 +153,7 @@ def gradient(model_fn: Callable[[Array], Array], x: Array, target=None) -> Array
            [ 7.,  9., 11.]], dtype=float32)
     """
     x = _check_input(x, "gradient")
-    with full_precision():
+    with _running(model_fn, "gradient") as model_fn:
         _, t = _scores_and_target(model_fn, x, target, "gradient")
         return _grad_fixed(model_fn, x, t)
 
@@ -155,7 +171,7 @@ def sensitivity(model_fn: Callable[[Array], Array], x: Array, target=None) -> Ar
     Array([ 35., 251.], dtype=float32)
     """
     x = _check_input(x, "sensitivity")
-    with full_precision():
+    with _running(model_fn, "sensitivity") as model_fn:
         _, t = _scores_and_target(model_fn, x, target, "sensitivity")
         g = _grad_fixed(model_fn, x, t)
     return jnp.sum(jnp.square(g), axis=-1)
@@ -172,7 +188,7 @@ def gradient_x_input(model_fn: Callable[[Array], Array], x: Array, target=None) 
            [12., 16., 20.]], dtype=float32)
     """
     x = _check_input(x, "gradient_x_input")
-    with full_precision():
+    with _running(model_fn, "gradient_x_input") as model_fn:
         _, t = _scores_and_target(model_fn, x, target, "gradient_x_input")
         return x * _grad_fixed(model_fn, x, t)
 
@@ -232,7 +248,7 @@ def explain_ig(model_fn: Callable[[Array], Array], x: Array, target=None, *, bas
     batch_size = _check_batch_size(batch_size, fn)
     x0 = jnp.zeros_like(x) if baseline is None else jnp.broadcast_to(
         _broadcastable(baseline, x, "baseline", fn), x.shape)
-    with full_precision():
+    with _running(model_fn, fn) as model_fn:
         scores, t = _scores_and_target(model_fn, x, target, fn)
         base_scores = model_fn(x0)
         delta = x - x0
@@ -304,7 +320,7 @@ def occlusion(model_fn: Callable[[Array], Array], x: Array, target=None, *, valu
     batch_size = _check_batch_size(batch_size, fn)
     v = _broadcastable(value, x, "value", fn)
     T = x.shape[-2]
-    with full_precision():
+    with _running(model_fn, fn) as model_fn:
         scores, t = _scores_and_target(model_fn, x, target, fn)
 
         def occluded(step):
@@ -402,12 +418,12 @@ def attribute(method: str, model_fn: Callable[[Array], Array], x: Array, target=
         ex = explain(model_fn, x, target, **options)
         return Attribution(ex.relevance, ex.scores, ex.target)
     x = _check_input(x, method)
-    with full_precision():
+    with _running(model_fn, method) as model_fn:
         if method in ("gradient", "gradient_x_input") and not options:  # one forward + one backward
             scores, vjp = jax.vjp(model_fn, x)
             _check_model_out(scores, x, method)
             t = resolve_target(target, scores)
-            (g,) = vjp(jax.nn.one_hot(t, scores.shape[-1], dtype=scores.dtype))
+            (g,) = vjp(target_seed(scores, t, scaled=False))
             return Attribution(g * x if method == "gradient_x_input" else g, scores, t)
         scores, t = _scores_and_target(model_fn, x, target, method)
         return Attribution(METHODS[method](model_fn, x, t, **options), scores, t)

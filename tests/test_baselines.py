@@ -353,9 +353,10 @@ def test_bad_inputs_raise_clear_errors():
         bl.gradient(model, x, 3)
     with pytest.raises(ValueError, match=r"target must have shape \(\) or \(3,\)"):
         bl.gradient(model, x, jnp.array([0, 1]))
+    # (B,) = (3,) would be B scalar outputs (docs/attention-heads-outputs.md); (2,) fits nothing
     with pytest.raises(ValueError, match=r"model_fn\(x\) for x of shape \(3, 5, 3\) must return scores "
-                                         r"of shape \(3, C\), got \(3,\)"):
-        bl.gradient(lambda z: model(z)[0], x)
+                                         r"of shape \(3, C\), got \(2,\)"):
+        bl.gradient(lambda z: model(z)[0, :2], x)
     with pytest.raises(ValueError, match="model_fn must be callable"):
         bl.occlusion(None, x)
     with pytest.raises(ValueError, match="seed must be an int"):

@@ -40,6 +40,8 @@ import contextlib
 import sys
 from typing import Callable, Iterator, Optional
 
+from lrpjax._checks import check_model_fn
+
 
 @contextlib.contextmanager
 def linen_rules() -> Iterator[None]:
@@ -50,11 +52,12 @@ def linen_rules() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def nnx_rules(model_fn: Optional[Callable] = None) -> Iterator[None]:
+def nnx_rules(model_fn: Optional[Callable] = None, plain: bool = False) -> Iterator[None]:
     """Context: flax.nnx modules called while tracing under :func:`lrpjax.relevance` use LRP rules
-    (the supported classes' ``__call__`` are swapped for the duration and restored afterwards)."""
+    (the supported classes' ``__call__`` are swapped for the duration and restored afterwards).
+    ``plain=True``: they are swapped even outside a rule context (see :func:`traceable`)."""
     from lrpjax.flax_integration import nnx
-    with nnx.nnx_rules(model_fn):
+    with nnx.nnx_rules(model_fn, plain=plain):
         yield
 
 
@@ -63,6 +66,8 @@ def flax_rules(model_fn: Optional[Callable] = None) -> Iterator[None]:
     """Context: the Flax layers (linen and/or nnx, whichever is imported) that ``model_fn`` calls are
     computed with the LRP rules while it is traced. A scoped, reversible change; nothing happens if
     Flax is not in use."""
+    if model_fn is not None:  # a linen module or `model.apply` without params: our one-line error
+        check_model_fn(model_fn, "lrpjax")
     with contextlib.ExitStack() as stack:
         if "flax.linen" in sys.modules:  # the user's model may be a linen module
             stack.enter_context(linen_rules())
@@ -71,4 +76,28 @@ def flax_rules(model_fn: Optional[Callable] = None) -> Iterator[None]:
         yield
 
 
-__all__ = ["flax_rules", "linen_rules", "nnx_rules"]
+@contextlib.contextmanager
+def traceable(model_fn: Optional[Callable] = None) -> Iterator[None]:
+    """Context: the Flax nnx models that ``model_fn`` calls can be traced by plain ``jax.grad``,
+    ``jax.vjp``, ``jax.jit`` (the baselines use it). The supported nnx classes compute themselves
+    with lrpjax's layers, which outside :func:`lrpjax.relevance` are plain JAX: the same values and
+    the plain gradient (``nnx.RNN`` as a ``lax.scan`` that leaves the module's RNG stream alone). Linen
+    models need nothing; nothing happens if Flax is not in use.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> rnn = nnx.RNN(nnx.LSTMCell(3, 4, rngs=nnx.Rngs(0)))
+    >>> with traceable(lambda x: rnn(x)):
+    ...     g = jax.grad(lambda x: rnn(x).sum())(jnp.ones((2, 5, 3)))
+    >>> g.shape
+    (2, 5, 3)
+    """
+    if model_fn is not None:
+        check_model_fn(model_fn, "lrpjax")
+    with contextlib.ExitStack() as stack:
+        if "flax.nnx" in sys.modules:
+            stack.enter_context(nnx_rules(model_fn, plain=True))
+        yield
+
+
+__all__ = ["flax_rules", "linen_rules", "nnx_rules", "traceable"]

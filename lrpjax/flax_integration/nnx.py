@@ -9,6 +9,7 @@ call outside a rule context (e.g. another thread's) runs the original.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import inspect
 from typing import Callable, Iterator, Optional
@@ -120,12 +121,16 @@ PATCHES: dict = {nnx.LSTMCell: _lstm_cell, nnx.OptimizedLSTMCell: _lstm_cell, nn
 """nnx class -> replacement ``__call__`` computing it with the rules."""
 
 
+_PLAIN: contextvars.ContextVar[bool] = contextvars.ContextVar("lrpjax_nnx_plain", default=False)
+"""True inside :func:`nnx_rules` with ``plain=True`` (this thread/context only)."""
+
+
 def _patched(cls, replacement):
     original = cls.__call__
 
     def __call__(self, *args, **kwargs):
-        if rules.current() is None and not rules.token_mode_active():  # e.g. another thread's call
-            return original(self, *args, **kwargs)
+        if rules.current() is None and not rules.token_mode_active() and not _PLAIN.get():
+            return original(self, *args, **kwargs)  # e.g. another thread's call
         return replacement(self, *args, **kwargs)
     __call__.__wrapped__ = original
     return __call__
@@ -161,11 +166,14 @@ def _scoped(original, names: dict):
 
 
 @contextlib.contextmanager
-def nnx_rules(model_fn: Optional[Callable] = None) -> Iterator[None]:
+def nnx_rules(model_fn: Optional[Callable] = None, plain: bool = False) -> Iterator[None]:
     """Context: flax.nnx modules called while tracing under :func:`lrpjax.relevance` use LRP rules.
 
     The supported classes' ``__call__`` are replaced for the duration and restored afterwards; the
     classes of the other modules found in ``model_fn`` get a named scope (their path) for errors.
+    ``plain=True``: the replacements run even outside a rule context, where lrpjax's rules are plain
+    JAX: the same values and the plain gradient, traceable by ``jax.grad``/``jax.jit`` (nnx.RNN as a
+    ``lax.scan`` that does not touch the module's RNG stream).
     """
     patches = {cls: _patched(cls, fn) for cls, fn in PATCHES.items()}
     names: dict = {}
@@ -177,11 +185,14 @@ def nnx_rules(model_fn: Optional[Callable] = None) -> Iterator[None]:
                 if cls not in patches and not any(issubclass(cls, p) for p in patches):
                     patches[cls] = _scoped(cls.__call__, names)
     saved = {cls: cls.__dict__.get("__call__") for cls in patches}
+    token = _PLAIN.set(True) if plain else None
     try:
         for cls, fn in patches.items():
             cls.__call__ = fn
         yield
     finally:
+        if token is not None:
+            _PLAIN.reset(token)
         for cls, fn in saved.items():
             if fn is None:
                 del cls.__call__

@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lrpjax._checks import one_line, pick
 from lrpjax.baselines import attribute
+from lrpjax.flax_integration import traceable
 from lrpjax.jobs.spec import JobError, ModelSpec
 from lrpjax.jobs.validate import Example
 from lrpjax.relevance import embedding_input, full_precision
@@ -130,8 +131,8 @@ def probe(spec: ModelSpec, features: Optional[int], first: Optional[Example]) ->
         lengths = np.array([8, 5], np.int32)
         what = f"x {x.shape} float32"
     try:
-        out = _jitted_apply(spec.apply)(x, lengths)
-        out = np.asarray(out)
+        with traceable(spec.apply):   # nnx models: their layers as plain JAX, so jit can trace them
+            out = np.asarray(_jitted_apply(spec.apply)(x, lengths))
     except Exception as e:
         raise JobError(f"the model failed on a probe batch ({what}, lengths (2,) int32): "
                        f"{type(e).__name__}: {one_line(e)}. Check the model spec (apply(x, lengths) -> "
