@@ -1,30 +1,39 @@
-"""Sentiment (SST-5) end to end: train two BiLSTMs, report test accuracy, show LRP heatmaps.
+"""Sentiment (SST-5) end to end: train three recurrent classifiers, test accuracy, LRP heatmaps.
 
-Two models on the Stanford Sentiment Treebank, five classes (0 very negative .. 4 very positive):
+Three models on the Stanford Sentiment Treebank, five classes (0 very negative .. 4 very positive):
 
 * **ours**: an ordinary, unmodified Flax linen model -- ``Embed`` -> bidirectional ``nn.RNN`` over
   ``nn.LSTMCell`` (with ``seq_lengths``) -> ``Dense(5, use_bias=False)`` on the two final states --
   trained from scratch with optax on the 8,544 training sentences (embedding and hidden size 64).
+* **attn**: an attention BiLSTM with the architecture of Flax's own SST-2 example
+  (``examples/sst2/models.py`` in the Flax repository), written here as users write it: a
+  ``self.param`` embedding table indexed by ids, two ``nn.scan``-ed ``nn.OptimizedLSTMCell``
+  (the backward one reads each sentence reversed, padding kept at the end), keys-only MLP
+  attention ``Dense(no bias) -> tanh -> Dense(1, no bias)`` with a ``-inf`` mask and
+  ``nn.softmax``, the attention-weighted sum of the states, and an MLP head
+  ``Dense -> tanh -> Dense(5, no bias)``. Explained unmodified, in strict mode.
 * **paper**: the released reference BiLSTM of Li et al. (2016) / Arras et al. (2017)
   (``../shared/data/sst_bilstm_li2016/``, e = d = 60, read with
   :func:`lrpjax.interop.from_arras_bilstm`). It is released without its word embeddings, so only a
   new embedding table is trained here, with every LSTM and output weight frozen.
 
-Both models use the reference vocabulary (every SST token is in it). Training: Adam, cross-entropy,
+All use the reference vocabulary (every SST token is in it). Training: Adam, cross-entropy,
 length buckets (one compilation per bucket), the best epoch on the dev set is kept. Then the test
-accuracy of both, and LRP heatmaps (relevance of the true class, summed over the embedding
-dimensions) of both models side by side on real test sentences, written as HTML.
+accuracy of each, and LRP heatmaps (relevance of the true class, summed over the embedding
+dimensions) of the models side by side on real test sentences, written as HTML (with the attention
+model's attention weights as one more line).
 
-Output (``--out``, default ``./sst-out``): ``ours.npz`` (the Flax params, flattened ``/`` keys),
-``paper_embeddings.npy`` (the trained table of the reference model), ``config.json`` (sizes,
-accuracies, timings) and ``heatmaps.html``. ``scripts/sst_deletion.py`` reads them.
+Output (``--out``, default ``./sst-out``): ``ours.npz`` and ``attn.npz`` (the Flax params, flattened
+``/`` keys), ``paper_embeddings.npy`` (the trained table of the reference model), ``config.json``
+(sizes, accuracies, timings, the attention model's conservation check) and ``heatmaps.html``.
+``scripts/sst_deletion.py`` reads them.
 
 The data may be used, not redistributed: it is read from ``../shared/data`` (``--data``) and nothing of
 it is written into the repository.
 
-Run: ``PYTHONPATH=. python examples/sst_sentiment.py --out sst-out`` (about 1 minute on 2 CPU cores:
-test accuracy 41.4 % for the paper's model, 40.2 % for ours); ``--quick`` is a smoke test on a small
-subset (about 20 s, mostly compilation).
+Run: ``PYTHONPATH=. python examples/sst_sentiment.py --out sst-out`` (about 3 minutes on 2 busy CPU
+cores: test accuracy 41.4 % for the paper's model, 40.2 % for ours, 42.7 % for the attention model);
+``--quick`` is a smoke test on a small subset (mostly compilation).
 """
 from __future__ import annotations
 
@@ -184,14 +193,90 @@ class SentimentBiLSTM(nn.Module):
         return self.head(h)
 
 
+class ScannedLSTM(nn.Module):
+    """One LSTM direction as a hand-written ``nn.scan`` over time (axis 1) of an
+    ``nn.OptimizedLSTMCell``; the cell's parameters are shared by all steps."""
+
+    hidden: int
+
+    @functools.partial(nn.scan, variable_broadcast="params", split_rngs={"params": False},
+                       in_axes=1, out_axes=1)
+    @nn.compact
+    def __call__(self, carry, x_t):
+        return nn.OptimizedLSTMCell(self.hidden)(carry, x_t)
+
+
+def reverse_each(x, lengths):
+    """Reverse the first ``lengths[b]`` steps of every row of ``x (B, T, ...)``; the padding stays
+    at the end (step ``t < L`` reads step ``L - 1 - t``, padding reads padding). Its own inverse."""
+    T = x.shape[1]
+    src = (lengths[:, None] - 1 - jnp.arange(T)[None, :]) % T            # (B, T)
+    return jnp.take_along_axis(x, src.reshape(src.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+class AttentionBiLSTM(nn.Module):
+    """An attention BiLSTM classifier, the architecture of Flax's SST-2 example, in plain Flax/jnp.
+
+    ``embedding`` is a ``self.param`` table indexed by the ids. Two scanned LSTM directions (zero
+    initial carry); the backward one reads each sentence reversed and its states are reversed back.
+    Keys-only MLP attention: ``score_t = Dense(1, no bias)(tanh(Dense(no bias)(h_t)))``, ``-inf`` on
+    padding, ``softmax`` over the steps; ``context = sum_t alpha_t h_t``; MLP head
+    ``Dense -> tanh -> Dense(classes, no bias)``. Dropout (training only) on the embeddings and
+    on the context. ``__call__(ids, lengths)``; ``classify(x, lengths)`` takes the embedded
+    sentence; ``attention(x, lengths)`` returns the weights ``alpha (B, T)``.
+    """
+
+    vocab: int
+    embed: int = 64
+    hidden: int = 64
+    mlp: int = 64
+    classes: int = 5
+    dropout: float = 0.3
+
+    def setup(self):
+        self.embedding = self.param("embedding", _uniform(0.1), (self.vocab, self.embed))
+        self.forward_lstm = ScannedLSTM(self.hidden)
+        self.backward_lstm = ScannedLSTM(self.hidden)
+        self.attn_hidden = nn.Dense(self.mlp, use_bias=False)
+        self.attn_score = nn.Dense(1, use_bias=False)
+        self.head_hidden = nn.Dense(self.mlp)
+        self.head_out = nn.Dense(self.classes, use_bias=False)
+        self.drop = nn.Dropout(self.dropout)
+
+    def __call__(self, ids, lengths, train: bool = False):
+        return self.classify(self.embedding[ids], lengths, train)
+
+    def states(self, x, lengths):
+        zero = jnp.zeros((x.shape[0], self.hidden), x.dtype)
+        _, fwd = self.forward_lstm((zero, zero), x)
+        _, bwd = self.backward_lstm((zero, zero), reverse_each(x, lengths))
+        return jnp.concatenate([fwd, reverse_each(bwd, lengths)], axis=-1)     # (B, T, 2 hidden)
+
+    def weights(self, h, lengths):
+        valid = jnp.arange(h.shape[1])[None, :] < lengths[:, None]
+        scores = self.attn_score(jnp.tanh(self.attn_hidden(h)))[..., 0]       # (B, T)
+        return nn.softmax(jnp.where(valid, scores, -jnp.inf), axis=-1)
+
+    def attention(self, x, lengths):
+        return self.weights(self.states(x, lengths), lengths)
+
+    def classify(self, x, lengths, train: bool = False):
+        h = self.states(self.drop(x, deterministic=not train), lengths)
+        context = jnp.einsum("bt,btk->bk", self.weights(h, lengths), h)
+        context = self.drop(context, deterministic=not train)
+        return self.head_out(jnp.tanh(self.head_hidden(context)))
+
+
 class Model(NamedTuple):
     """A trained model as the scripts use it. ``fn(params, x, lengths) -> logits (B, 5)`` on embedded
-    sentences ``x (B, T, E)`` (padding after ``lengths`` is ignored); ``embed_fn(params, ids)``."""
+    sentences ``x (B, T, E)`` (padding after ``lengths`` is ignored); ``embed_fn(params, ids)``;
+    attention models also ``attention_fn(params, x, lengths) -> alpha (B, T)``."""
 
     name: str
     params: object
     fn: Callable
     embed_fn: Callable
+    attention_fn: Optional[Callable] = None
 
     def apply(self, x, lengths) -> jax.Array:
         return self.fn(self.params, x, lengths)
@@ -216,30 +301,51 @@ def _paper_fns(weights: str):
     return fn, emb
 
 
+@functools.lru_cache(maxsize=None)
+def _attn_fns(vocab: int, embed: int, hidden: int, mlp: int):
+    module = AttentionBiLSTM(vocab, embed, hidden, mlp)
+    fn = lambda p, x, lengths: module.apply({"params": p}, x, lengths, method=AttentionBiLSTM.classify)
+    emb = lambda p, ids: p["embedding"][ids]
+    att = lambda p, x, lengths: module.apply({"params": p}, x, lengths, method=AttentionBiLSTM.attention)
+    return fn, emb, att
+
+
 def ours_model(params, cfg: dict) -> Model:
     return Model("ours", params, *_ours_fns(cfg["vocab"], cfg["embed"], cfg["hidden"]))
+
+
+def attn_model(params, cfg: dict) -> Model:
+    return Model("attn", params, *_attn_fns(cfg["vocab"], cfg["embed"], cfg["hidden"], cfg["attn_mlp"]))
 
 
 def paper_model(table, data: Path = DATA) -> Model:
     return Model("paper", jnp.asarray(table, jnp.float32), *_paper_fns(str(data_paths(data)["weights"])))
 
 
-def save_models(out: Path, ours_params, paper_table, cfg: dict) -> None:
-    flat = traverse_util.flatten_dict(jax.device_get(ours_params), sep="/")
-    np.savez(out / "ours.npz", **{k: np.asarray(v) for k, v in flat.items()})
+def save_models(out: Path, ours_params, paper_table, cfg: dict, attn_params=None) -> None:
+    for name, params in (("ours", ours_params), ("attn", attn_params)):
+        if params is not None:
+            flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
+            np.savez(out / f"{name}.npz", **{k: np.asarray(v) for k, v in flat.items()})
     np.save(out / "paper_embeddings.npy", np.asarray(paper_table, np.float32))
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def load_models(out: Path, data: Path = DATA) -> tuple[dict, dict]:
-    """The two trained models saved by this example in ``out``: ``({"paper": Model, "ours": Model},
-    config)``."""
+    """The trained models saved by this example in ``out``: ``({"paper": Model, "ours": Model,
+    "attn": Model}, config)`` (``attn`` only if ``attn.npz`` is there)."""
     out = Path(out)
     cfg = json.loads((out / "config.json").read_text())
-    with np.load(out / "ours.npz") as f:
-        params = traverse_util.unflatten_dict({k: jnp.asarray(f[k]) for k in f.files}, sep="/")
-    paper = paper_model(np.load(out / "paper_embeddings.npy"), data)
-    return {"paper": paper, "ours": ours_model(params, cfg)}, cfg
+
+    def params_of(name):
+        with np.load(out / f"{name}.npz") as f:
+            return traverse_util.unflatten_dict({k: jnp.asarray(f[k]) for k in f.files}, sep="/")
+
+    models = {"paper": paper_model(np.load(out / "paper_embeddings.npy"), data),
+              "ours": ours_model(params_of("ours"), cfg)}
+    if (out / "attn.npz").exists():
+        models["attn"] = attn_model(params_of("attn"), cfg)
+    return models, cfg
 
 
 # ------------------------------------------------------------------------------------------------
@@ -340,10 +446,12 @@ def token_relevance(model: Model, split: Split, idx: Sequence[int], gate: str = 
     return [R[r, :L[r]] for r in range(len(idx))]
 
 
-def token_relevance_from_ids(params, cfg: dict, split: Split, idx: Sequence[int]) -> list:
-    """The same for our model, from token ids: :func:`lrpjax.explain_tokens` on the unmodified Flax
-    model, ``Embed`` included (``lambda ids: module.apply(variables, ids, lengths)``)."""
-    module = SentimentBiLSTM(cfg["vocab"], cfg["embed"], cfg["hidden"])
+def token_relevance_from_ids(params, cfg: dict, split: Split, idx: Sequence[int], attn: bool = False) -> list:
+    """The same for our model (``attn``: the attention model), from token ids:
+    :func:`lrpjax.explain_tokens` on the unmodified Flax model, the embedding lookup included
+    (``lambda ids: module.apply(variables, ids, lengths)``)."""
+    module = (AttentionBiLSTM(cfg["vocab"], cfg["embed"], cfg["hidden"], cfg["attn_mlp"]) if attn
+              else SentimentBiLSTM(cfg["vocab"], cfg["embed"], cfg["hidden"]))
     ids, L = padded(split, idx)
     f = jax.jit(lambda p, ids, L, y: lrpjax.explain_tokens(
         lambda i: module.apply({"params": p}, i, L), ids, y).relevance)
@@ -351,13 +459,28 @@ def token_relevance_from_ids(params, cfg: dict, split: Split, idx: Sequence[int]
     return [R[r, :L[r]] for r in range(len(idx))]
 
 
+def attention_weights(model: Model, split: Split, idx: Sequence[int]) -> list:
+    """The attention weights ``alpha`` of an attention model on the sentences ``idx`` (one per token)."""
+    ids, L = padded(split, idx)
+    a = np.asarray(jax.jit(lambda p, ids, L: model.attention_fn(p, model.embed_fn(p, ids), L))(
+        model.params, ids, L))
+    return [a[r, :L[r]] for r in range(len(idx))]
+
+
+MODEL_LABELS = {"paper": "paper's model (reference BiLSTM, trained embeddings)",
+                "ours": "ours (Flax BiLSTM)",
+                "attn": "attention BiLSTM (Flax SST-2 architecture)"}
+
+
 def write_heatmaps(path: Path, models: dict, test: Split, idx: Sequence[int], preds: dict):
-    """Side-by-side LRP heatmaps (relevance of the true class) of both models on the test sentences
+    """Side-by-side LRP heatmaps (relevance of the true class) of the models on the test sentences
     ``idx``, one self-contained HTML page (:mod:`lrpjax.viz`); each heatmap has its own colour scale
-    (the two models' logits have different scales). Returns the relevances."""
+    (the models' logits have different scales). Attention models get one more line: their attention
+    weights. Returns the relevances and the attention weights (``{name: list}``, ``{name: list}``)."""
     from lrpjax import viz
 
     rel = {name: token_relevance(m, test, idx) for name, m in models.items()}
+    att = {name: attention_weights(m, test, idx) for name, m in models.items() if m.attention_fn}
     page = viz.HtmlFragment(
         "<p style='font-family: sans-serif; font-size: 14px'>LRP (gate='all', eps=1e-3, bias_factor=0) "
         "of the <b>true</b> class, per token (summed over the embedding dimensions); red = evidence "
@@ -365,15 +488,17 @@ def write_heatmaps(path: Path, models: dict, test: Split, idx: Sequence[int], pr
     for j, i in enumerate(idx):
         y = int(test.labels[i])
         for name in models:
-            label = {"paper": "paper's model (reference BiLSTM, trained embeddings)",
-                     "ours": "ours (Flax BiLSTM)"}.get(name, name)
+            label = MODEL_LABELS.get(name, name)
             page = page + viz.heatmaps_html(
                 [(test.tokens[i], rel[name][j], f"{label}: predicted {CLASSES[int(preds[name][i])]}")],
                 title=f"test sentence {i}, true class: {CLASSES[y]}" if name == next(iter(models)) else None)
-    title = "SST-5: LRP heatmaps of the paper's model and ours"
+            if name in att:
+                page = page + viz.heatmaps_html(
+                    [(test.tokens[i], att[name][j], f"{label}: attention weights (not LRP; sum 1)")])
+    title = "SST-5: LRP heatmaps of the paper's model, ours and the attention BiLSTM"
     path.write_text(str(viz.HtmlFragment(f"<h2 style='font-family: sans-serif'>{html.escape(title)}</h2>"
                                          + page.body, title)), encoding="utf-8")
-    return rel
+    return rel, att
 
 
 def text_heatmap(tokens: Sequence[str], r: np.ndarray) -> str:
@@ -383,7 +508,7 @@ def text_heatmap(tokens: Sequence[str], r: np.ndarray) -> str:
 
 def pick_sentences(test: Split, preds: dict, n_per_class: int = 1, min_len: int = 6,
                    max_len: int = 18) -> list:
-    """Test sentences to show: per class the first (file order) of moderate length that both models
+    """Test sentences to show: per class the first (file order) of moderate length that all models
     classify correctly, else the first of moderate length."""
     L = test.lengths
     ok = (L >= min_len) & (L <= max_len)
@@ -408,6 +533,9 @@ class Settings(NamedTuple):
     epochs_paper: int = 3
     lr_ours: float = 2e-3
     lr_paper: float = 5e-3
+    epochs_attn: int = 3
+    lr_attn: float = 2e-3
+    attn_mlp: int = 64                  # hidden units of the attention MLP and of the head MLP
     buckets: tuple = (16, 28, 56)       # one compilation per bucket (train step, forward)
     n_train: Optional[int] = None       # None: all 8,544
     max_len: Optional[int] = None       # keep only sentences up to this length (all splits)
@@ -415,7 +543,30 @@ class Settings(NamedTuple):
 
 
 QUICK = Settings(embed=60, hidden=60, batch=64, epochs_ours=1, epochs_paper=1, lr_ours=5e-3,
-                 lr_paper=3e-2, buckets=(16,), n_train=1024, max_len=16)
+                 lr_paper=3e-2, epochs_attn=1, lr_attn=5e-3, attn_mlp=32, buckets=(16,), n_train=1024,
+                 max_len=16)
+
+
+def conservation_check(params, cfg: dict, split: Split, idx: Sequence[int]) -> dict:
+    """LRP with ``bias_factor=1`` (``gate="all"``, strict) of the attention model, unmodified, from
+    token ids (:func:`lrpjax.explain_tokens`), true class, on the sentences ``idx`` as one padded
+    batch: relevance that is not on the input (``absorbed``, ``initial_state``) relative to the
+    explained score, and the largest ``|relevance|`` on padded positions (should be exactly 0)."""
+    module = AttentionBiLSTM(cfg["vocab"], cfg["embed"], cfg["hidden"], cfg["attn_mlp"])
+    ids, L = padded(split, idx)
+    y = split.labels[np.asarray(idx)]
+    f = jax.jit(lambda p, ids, L, y: lrpjax.explain_tokens(
+        lambda i: module.apply({"params": p}, i, L), ids, y, bias_factor=1.0, gate="all", strict=True))
+    ex = jax.device_get(f(params, ids, L, y))
+    score = np.abs(np.asarray(ex.scores)[np.arange(len(idx)), y])
+    pad = np.arange(ids.shape[1])[None, :] >= L[:, None]
+    return {"n": len(idx), "T": int(ids.shape[1]), "n_padded_positions": int(pad.sum()),
+            "max_abs_absorbed_over_score": float(np.max(np.abs(ex.absorbed) / score)),
+            "median_abs_absorbed_over_score": float(np.median(np.abs(ex.absorbed) / score)),
+            "max_abs_initial_state_over_score": float(np.max(np.abs(ex.initial_state) / score)),
+            "median_abs_initial_state_over_score": float(np.median(np.abs(ex.initial_state) / score)),
+            "max_abs_relevance_on_padding": float(np.max(np.abs(np.asarray(ex.relevance))[pad], initial=0.0)),
+            "median_abs_score": float(np.median(score))}
 
 
 def run(out: Path, data: Path = DATA, quick: bool = False, seed: int = 0, s: Optional[Settings] = None,
@@ -434,7 +585,8 @@ def run(out: Path, data: Path = DATA, quick: bool = False, seed: int = 0, s: Opt
         f"{'' if s.max_len is None else f' (length <= {s.max_len})'}, vocabulary {len(vocab)}, "
         f"buckets {list(s.buckets)}, backend {jax.default_backend()}")
     V = len(vocab)
-    cfg = {"vocab": V, "embed": s.embed, "hidden": s.hidden, "dropout": s.dropout, "seed": seed,
+    cfg = {"vocab": V, "embed": s.embed, "hidden": s.hidden, "attn_mlp": s.attn_mlp, "dropout": s.dropout,
+           "seed": seed,
            "quick": quick, "buckets": list(s.buckets), "settings": s._asdict()}
 
     # ours: the whole Flax model
@@ -467,36 +619,70 @@ def run(out: Path, data: Path = DATA, quick: bool = False, seed: int = 0, s: Opt
                               epochs=s.epochs_paper, lr=s.lr_paper, batch=s.batch, buckets=s.buckets,
                               seed=seed + 1, max_steps=s.max_steps, log=log)
 
-    models = {"paper": paper_model(table, data), "ours": ours_model(params, cfg)}
+    # attn: the attention BiLSTM of Flax's SST-2 example (5 classes), the whole model trained
+    attn_module = AttentionBiLSTM(V, s.embed, s.hidden, s.attn_mlp, dropout=s.dropout)
+    attn_params = jax.jit(attn_module.init)(jax.random.key(seed + 2), np.zeros((1, 4), np.int32),
+                                            np.array([4], np.int32))["params"]
+
+    def attn_logits(p, ids, L, rng):
+        return attn_module.apply({"params": p}, ids, L, train=True, rngs={"dropout": rng})
+
+    log(f"training attn: attention BiLSTM (Flax SST-2 architecture), embed {s.embed}, hidden "
+        f"{s.hidden}, attention/head MLP {s.attn_mlp}, dropout {s.dropout}, Adam lr {s.lr_attn}, batch "
+        f"{s.batch}, {s.epochs_attn} epoch(s)")
+    attn_params, info_attn = train("attn", attn_params, attn_logits, lambda p: attn_model(p, cfg), train_set,
+                                   dev, epochs=s.epochs_attn, lr=s.lr_attn, batch=s.batch, buckets=s.buckets,
+                                   seed=seed + 2, max_steps=s.max_steps, log=log)
+
+    models = {"paper": paper_model(table, data), "ours": ours_model(params, cfg),
+              "attn": attn_model(attn_params, cfg)}
     preds = {k: predict(m, test, s.buckets) for k, m in models.items()}
     acc = {k: float(np.mean(p == test.labels)) for k, p in preds.items()}
     cfg["results"] = {"paper": dict(info_paper, test_accuracy=acc["paper"]),
                       "ours": dict(info_ours, test_accuracy=acc["ours"]),
+                      "attn": dict(info_attn, test_accuracy=acc["attn"]),
                       "n_test": int(len(test.labels))}
     log(f"\ntest accuracy (5 classes, {len(test.labels)} sentences; majority class "
         f"{np.bincount(test.labels, minlength=5).max() / len(test.labels):.3f}):")
-    for k in ("paper", "ours"):
+    for k in ("paper", "ours", "attn"):
         r = cfg["results"][k]
         log(f"  {k:5s}  {acc[k]:.3f}   (dev {r['dev_accuracy']:.3f}, best epoch {r['best_epoch']} of "
             f"{r['epochs']}, training {r['train_seconds']:.0f} s)")
 
     idx = pick_sentences(test, preds)
-    rel = write_heatmaps(out / "heatmaps.html", models, test, idx, preds)
+    rel, att = write_heatmaps(out / "heatmaps.html", models, test, idx, preds)
     log(f"\nLRP heatmaps (relevance of the true class, per token; gate='all', eps=1e-3), {len(idx)} test "
         f"sentences -> {out / 'heatmaps.html'}:")
     for j, i in enumerate(idx):
-        log(f"  #{i} true {CLASSES[int(test.labels[i])]}; predicted: paper "
-            f"{CLASSES[int(preds['paper'][i])]}, ours {CLASSES[int(preds['ours'][i])]}")
-        for name in ("paper", "ours"):
+        log(f"  #{i} true {CLASSES[int(test.labels[i])]}; predicted: "
+            + ", ".join(f"{k} {CLASSES[int(preds[k][i])]}" for k in models))
+        for name in models:
             log(f"    {name:5s} {text_heatmap(test.tokens[i], rel[name][j])}")
-    by_ids = token_relevance_from_ids(params, cfg, test, idx)
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(by_ids, rel["ours"]))
-    log(f"  ours via lrpjax.explain_tokens on token ids (Embed included): max |difference| to the "
-        f"embedded route {diff:.1e}")
+        log(f"    alpha {text_heatmap(test.tokens[i], att['attn'][j])}   (attention weights)")
+    for name, attn in (("ours", False), ("attn", True)):
+        by_ids = token_relevance_from_ids(models[name].params, cfg, test, idx, attn=attn)
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(by_ids, rel[name]))
+        log(f"  {name} via lrpjax.explain_tokens on token ids (embedding lookup included): max |difference| "
+            f"to the embedded route {diff:.1e}")
+        cfg[f"{name}_ids_vs_embedded_max_diff"] = diff
+
+    # conservation of the attention model with bias_factor=1 on a padded batch of test sentences
+    check_idx = sorted(set(idx) | set(range(min(32, len(test.labels)))))
+    cons = conservation_check(attn_params, cfg, test, check_idx)
+    cfg["attn_conservation"] = cons
+    log(f"\nattn, LRP bias_factor=1, gate='all', strict, from token ids, {cons['n']} test sentences padded "
+        f"to T = {cons['T']} ({cons['n_padded_positions']} padded positions): |absorbed| / |score| max "
+        f"{cons['max_abs_absorbed_over_score']:.1e} (median {cons['median_abs_absorbed_over_score']:.1e}; "
+        f"median |score| {cons['median_abs_score']:.2f}), |initial_state| / |score| max "
+        f"{cons['max_abs_initial_state_over_score']:.1e} "
+        f"(median {cons['median_abs_initial_state_over_score']:.1e}; "
+        f"the zero initial carry's share of the bias terms), max |relevance| on padding "
+        f"{cons['max_abs_relevance_on_padding']:.1e}")
     cfg["heatmap_sentences"] = idx
     cfg["total_seconds"] = time.perf_counter() - t_start
-    save_models(out, params, table, cfg)
-    log(f"\nsaved: {out / 'ours.npz'}, {out / 'paper_embeddings.npy'}, {out / 'config.json'}")
+    save_models(out, params, table, cfg, attn_params)
+    log(f"\nsaved: {out / 'ours.npz'}, {out / 'attn.npz'}, {out / 'paper_embeddings.npy'}, "
+        f"{out / 'config.json'}")
     log(f"total time: {cfg['total_seconds']:.0f} s")
     return cfg
 

@@ -1,10 +1,12 @@
 """Word deletion on SST-5 (Arras et al. 2017): how fast does deleting relevant words change decisions?
 
-For both models trained by ``examples/sst_sentiment.py`` (the paper's reference BiLSTM with trained
-embeddings, and our Flax BiLSTM) and every attribution method of :mod:`lrpjax.baselines` -- LRP
-(``gate="all"`` and ``"half"``), gradient, sensitivity, gradient x input, integrated gradients,
-occlusion and random -- computed for the **true** class on the embedded test sentences, one value per
-word (summed over the embedding dimensions):
+For the models trained by ``examples/sst_sentiment.py`` (the paper's reference BiLSTM with trained
+embeddings, our Flax BiLSTM, and the attention BiLSTM of Flax's SST-2 example) and every attribution
+method of :mod:`lrpjax.baselines` -- LRP (``gate="all"`` and ``"half"``), gradient, sensitivity,
+gradient x input, integrated gradients, occlusion and random -- computed for the **true** class on the
+embedded test sentences, one value per word (summed over the embedding dimensions); for the attention
+model also its attention weights as a ranking (``gate="half"`` there also sends relevance through the
+attention weights, with AttnLRP's softmax rule, into the scoring MLP):
 
 * **correctly classified** sentences: delete (set the embedding to 0) the ``k = 1..5`` words with the
   highest relevance and track the accuracy (it starts at 100 %; the faster it falls, the better the
@@ -18,7 +20,7 @@ seeds. Output (``--out``, default the models' folder): ``sst_deletion.png`` (the
 
 Run (after ``PYTHONPATH=. python examples/sst_sentiment.py --out sst-out``):
 ``PYTHONPATH=. python scripts/sst_deletion.py --models sst-out`` (all 2,210 test sentences, about
-2.5 minutes on 2 CPU cores); ``--quick`` is a smoke test on 64 short sentences.
+5 minutes on 2 busy CPU cores); ``--quick`` is a smoke test on 64 short sentences.
 """
 from __future__ import annotations
 
@@ -51,12 +53,15 @@ METHODS = {
     "occlusion": ("occlusion", {"value": 0.0}),
 }
 RANDOM = "random"
-MODEL_TITLES = {"paper": "paper's model (reference BiLSTM)", "ours": "ours (Flax BiLSTM)"}
+ATTENTION = "attention weights"      # attention models only: rank the words by alpha_t
+MODEL_TITLES = {"paper": "paper's model (reference BiLSTM)", "ours": "ours (Flax BiLSTM)",
+                "attn": "attention BiLSTM (Flax SST-2 architecture)"}
 
 
 @functools.lru_cache(maxsize=None)
-def _attribute_fn(fn, embed_fn, ig_steps: int):
-    """One jitted function per model: every method's per-word relevance of the target class."""
+def _attribute_fn(fn, embed_fn, attention_fn, ig_steps: int):
+    """One jitted function per model: every method's per-word relevance of the target class (and
+    the attention weights of an attention model)."""
     @jax.jit
     def attribute(params, ids, lengths, target):
         x = embed_fn(params, ids)
@@ -66,6 +71,8 @@ def _attribute_fn(fn, embed_fn, ig_steps: int):
             if key == "integrated_gradients":
                 kw = dict(kw, steps=ig_steps)
             out[name] = baselines.per_step(baselines.METHODS[key](model_fn, x, target, **kw), x)
+        if attention_fn is not None:
+            out[ATTENTION] = attention_fn(params, x, lengths)
         return out
     return attribute
 
@@ -73,9 +80,10 @@ def _attribute_fn(fn, embed_fn, ig_steps: int):
 def attribute(model: sst.Model, split: sst.Split, buckets: Sequence[int], T: int, *, batch: int,
               ig_steps: int) -> dict:
     """``{method: (N, T)}`` per-word relevance of the true class (padding 0), by length bucket."""
-    f = _attribute_fn(model.fn, model.embed_fn, ig_steps)
+    f = _attribute_fn(model.fn, model.embed_fn, model.attention_fn, ig_steps)
     N = len(split.labels)
-    R = {name: np.zeros((N, T), np.float32) for name in METHODS}
+    names = list(METHODS) + ([ATTENTION] if model.attention_fn is not None else [])
+    R = {name: np.zeros((N, T), np.float32) for name in names}
     for ids, L, y, _, index in sst.batches(split, batch, buckets):
         out = jax.device_get(f(model.params, ids, L, y))
         keep = index >= 0
@@ -119,7 +127,7 @@ def table_markdown(results: dict, k_max: int) -> str:
         for order, pick in (("most", min), ("least", max)):
             if cur[order]:
                 best[order] = [pick(c[k] for c in cur[order].values()) for k in range(k_max + 1)]
-        names = list(METHODS) + [RANDOM]
+        names = [n for n in list(METHODS) + [ATTENTION, RANDOM] if n in cur["most"] or n in cur["least"]]
         for j, name in enumerate(names):
             cells = []
             for order in ("most", "least"):
@@ -139,7 +147,7 @@ def plot(results: dict, path: Path, k_max: int) -> None:
     from lrpjax import viz
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 7.2), layout="constrained")
+    fig = Figure(figsize=(10, 1.0 + 3.1 * len(results)), layout="constrained")
     axes = fig.subplots(len(results), 2, squeeze=False)
     ks = np.arange(k_max + 1)
     for row, (mname, res) in enumerate(results.items()):
@@ -158,8 +166,8 @@ def plot(results: dict, path: Path, k_max: int) -> None:
                     line.set(color="black", linestyle="--")
             if ax.get_legend() is not None:
                 ax.get_legend().remove()
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=4, frameon=False, fontsize=9)
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes.flat), key=lambda hl: len(hl[1]))
+    fig.legend(handles, labels, loc="outside lower center", ncol=5, frameon=False, fontsize=9)
     fig.suptitle("SST-5 word deletion, relevance of the true class (deleted word = zero embedding)",
                  fontsize=11)
     fig.savefig(path, dpi=72)

@@ -2,14 +2,15 @@
 
 Both scripts run once, in one subprocess (one JAX start-up; the deletion script reuses the example's
 compiled forward pass), on a small subset: 1,024 training sentences of <= 16 tokens, one epoch per
-model, then word deletion on 64 test sentences. The data is read from ../shared/data (never copied);
-without it the tests are skipped.
+model (paper, ours, attention BiLSTM), then word deletion on 64 test sentences. The data is read from
+../shared/data (never copied); without it the tests are skipped.
 
 Real checks on the outputs: with nothing deleted the deletion curves equal the models' own accuracy on
 the sentences selected (100 % of the correctly classified, 0 % of the misclassified); on the paper's
 model (the released LSTM with one epoch of trained embeddings) deleting the words LRP ranks highest
 for the true class lowers the accuracy more than deleting random words, and deleting the lowest-ranked
-ones fixes more misclassified sentences than random deletion.
+ones fixes more misclassified sentences than random deletion; on the attention BiLSTM (explained
+unmodified, strict) the first holds too, LRP with bias_factor=1 conserves and padded tokens get 0.
 """
 import json
 import os
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"SST data not found in sh
 
 METHODS = ["LRP (gate=all)", "LRP (gate=half)", "gradient", "sensitivity", "gradient x input",
            "integrated gradients", "occlusion", "random"]
+MODELS = ("paper", "ours", "attn")
 
 DRIVER = """
 import sys
@@ -55,7 +57,7 @@ def runs(tmp_path_factory):
 def test_example_quick_trains_both_models_and_writes_heatmaps(runs):
     models, _, stdout = runs
     cfg = json.loads((models / "config.json").read_text())
-    for name in ("paper", "ours"):
+    for name in MODELS:
         r = cfg["results"][name]
         assert 0.0 <= r["test_accuracy"] <= 1.0 and r["train_seconds"] > 0
         assert f"{name}  " in stdout
@@ -64,9 +66,30 @@ def test_example_quick_trains_both_models_and_writes_heatmaps(runs):
         assert "head/bias" not in f.files
         assert f["embedding/embedding"].shape == (cfg["vocab"], cfg["embed"])
     assert np.load(models / "paper_embeddings.npy").shape == (cfg["vocab"], 60)
+    with np.load(models / "attn.npz") as f:                                 # the Flax SST-2 architecture
+        assert f["embedding"].shape == (cfg["vocab"], cfg["embed"])          # a self.param table
+        for d in ("forward_lstm", "backward_lstm"):
+            assert f[f"{d}/OptimizedLSTMCell_0/ii/kernel"].shape == (cfg["embed"], cfg["hidden"])
+        assert f["attn_hidden/kernel"].shape == (2 * cfg["hidden"], cfg["attn_mlp"])
+        assert f["attn_score/kernel"].shape == (cfg["attn_mlp"], 1)
+        assert f["head_out/kernel"].shape == (cfg["attn_mlp"], 5)
+        assert not any(k.endswith("bias") for k in f.files if k.startswith(("attn_", "head_out")))
     page = (models / "heatmaps.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and "reference BiLSTM" in page and "Flax BiLSTM" in page
+    assert "attention BiLSTM" in page and "attention weights" in page
     assert "test accuracy (5 classes" in stdout
+
+
+def test_attention_model_explained_from_ids_conserves_with_zero_on_padding(runs):
+    """The attention model, unmodified, strict, from token ids (table[ids] lookup included): same
+    relevance as on the embedded input; bias_factor=1 conserves; padded tokens get exactly 0."""
+    models, _, _ = runs
+    cfg = json.loads((models / "config.json").read_text())
+    assert cfg["attn_ids_vs_embedded_max_diff"] < 1e-5
+    cons = cfg["attn_conservation"]
+    assert cons["n"] >= 5 and cons["n_padded_positions"] > 0
+    assert cons["max_abs_absorbed_over_score"] < 1e-4
+    assert cons["max_abs_relevance_on_padding"] == 0.0
 
 
 def test_deletion_quick_outputs(runs):
@@ -75,7 +98,8 @@ def test_deletion_quick_outputs(runs):
     assert res["n_sentences"] == 64 and res["target"] == "true class"
     table = (out / "sst_deletion.md").read_text(encoding="utf-8")
     for m in METHODS:
-        assert table.count(f"| {m} |") == 2, m                           # one row per model
+        assert table.count(f"| {m} |") == 3, m                           # one row per model
+    assert table.count("| attention weights |") == 1                    # the attention model only
     png = (out / "sst_deletion.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) < 200_000
     for name, r in res["models"].items():
@@ -83,7 +107,8 @@ def test_deletion_quick_outputs(runs):
         assert r["accuracy"] == pytest.approx(r["n_correct"] / 64)
         for order in ("most", "least"):
             if r["n_correct" if order == "most" else "n_misclassified"]:
-                assert sorted(r["curves"][order]) == sorted(METHODS)
+                extra = ["attention weights"] if name == "attn" else []
+                assert sorted(r["curves"][order]) == sorted(METHODS + extra)
                 for c in r["curves"][order].values():
                     assert len(c) == 6 and all(0.0 <= v <= 1.0 for v in c)
     assert "steepest first" in stdout
@@ -109,3 +134,12 @@ def test_lrp_beats_random_deletion_on_the_paper_model(runs):
     assert mean("most", "LRP (gate=all)") < mean("most", "random") - 0.1
     # misclassified: deleting the least relevant words (evidence against the label) fixes more
     assert mean("least", "LRP (gate=all)") > mean("least", "random") + 0.1
+
+
+def test_lrp_beats_random_deletion_on_the_attention_model(runs):
+    _, out, _ = runs
+    r = json.loads((out / "sst_deletion.json").read_text())["models"]["attn"]
+    assert r["n_correct"] >= 5
+    cur = r["curves"]
+    mean = lambda order, m: float(np.mean(cur[order][m][1:]))
+    assert mean("most", "LRP (gate=all)") < mean("most", "random") - 0.1
