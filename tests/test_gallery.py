@@ -402,3 +402,29 @@ def test_mha_strict_every_gate_rule(mha, gate, bias_factor):
         mha["x"])
     assert_finite(ex)
     assert_padding_gets_zero(ex.relevance)
+
+
+# ================================================================================================
+# 6. nnx: MultiHeadAttention over nnx.RNN states, mean pooled, nnx.Linear (called as `model(x)`)
+
+class NnxAttentive(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        self.rnn = nnx.RNN(nnx.LSTMCell(E, D, rngs=rngs, param_dtype=F64))
+        self.att = nnx.MultiHeadAttention(num_heads=2, in_features=D, qkv_features=4, decode=False,
+                                          rngs=rngs, param_dtype=F64)
+        self.out = nnx.Linear(D, C, rngs=rngs, param_dtype=F64)
+
+    def __call__(self, x):
+        return self.out(self.att(self.rnn(x)).mean(1))
+
+
+@pytest.mark.parametrize("gate", ["all", "half"])
+def test_nnx_multi_head_attention_over_lstm_states(gate):
+    model = NnxAttentive(nnx.Rngs(12))
+    x = jnp.asarray(np.random.default_rng(13).normal(size=(B, T, E)))
+    ex = jax.jit(lambda x: lrpjax.explain(lambda v: model(v), x, bias_factor=1.0, gate=gate))(x)
+    logits = np.asarray(model(x))
+    np.testing.assert_allclose(ex.scores, logits, rtol=1e-12)
+    assert_finite(ex)
+    if gate == "all":   # the values take all relevance, queries and keys none: exact conservation
+        assert_conserves(ex, logits.max(-1))

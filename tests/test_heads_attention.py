@@ -241,11 +241,12 @@ def test_oracle_forward_matches_jnp_models():
 # ---------------------------------------------------------------------------
 # (a) the SST-2-like MLP attention head in plain jnp
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("eps", [1e-3, 0.1])
+# eps 1e-3 with the -inf mask, 0.1 with the large negative one (suite time: not the full product)
 @pytest.mark.parametrize("bias_factor", [0.0, 1.0])
 @pytest.mark.parametrize("gate", GATES)
 @pytest.mark.parametrize("mask", list(MASK_VALUES), ids=list(MASK_VALUES))
-def test_attention_head_jnp_matches_oracle(mask, gate, bias_factor, eps):
+def test_attention_head_jnp_matches_oracle(mask, gate, bias_factor):
+    eps = 1e-3 if mask == list(MASK_VALUES)[0] else 0.1
     h, P = _h(), _attn_params()
     mv = MASK_VALUES[mask]
     model = attention_head(_j(P), MASKS, mask_value=mv)
@@ -323,11 +324,11 @@ def test_flax_head_param_tree_and_forward():
     np.testing.assert_allclose(out, attention_head(_j(P), MASKS)(jnp.asarray(_h())), atol=1e-12)
 
 
-@pytest.mark.parametrize("eps", [1e-3, 0.1])
 @pytest.mark.parametrize("bias_factor", [0.0, 1.0])
 @pytest.mark.parametrize("gate", GATES)
-@pytest.mark.parametrize("mask", list(MASK_VALUES), ids=list(MASK_VALUES))
-def test_flax_attention_head_matches_oracle(mask, gate, bias_factor, eps):
+def test_flax_attention_head_matches_oracle(gate, bias_factor):
+    # the mask forms and eps values are covered by the jnp head above; this checks the Flax spelling
+    mask, eps = list(MASK_VALUES)[0], 1e-3
     h, P = _h(9), _attn_params(10)
     mv = MASK_VALUES[mask]
     mod, v = AttentionHead(mask_value=mv), _flax_variables(P)
@@ -349,10 +350,10 @@ def _pool_setup(pool):
     return masks, lengths
 
 
-@pytest.mark.parametrize("eps", [1e-3, 0.1])
 @pytest.mark.parametrize("bias_factor", [0.0, 1.0])
 @pytest.mark.parametrize("pool", oh.POOLS)
-def test_pooled_mlp_matches_oracle(pool, bias_factor, eps):
+def test_pooled_mlp_matches_oracle(pool, bias_factor):
+    eps = 0.1 if bias_factor else 1e-3
     h, P = _h(11), _mlp_params()
     masks, lengths = _pool_setup(pool)
     model = pooled_mlp(_j(P), masks, lengths, pool)
