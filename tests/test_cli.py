@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -24,6 +25,13 @@ def env():
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), e.get("PYTHONPATH")) if p)
     return e
+
+
+def same_compiles_env():
+    """env() with the in-process tests' XLA pipeline (conftest), for results compared to the float32
+    bits of an in-process run."""
+    cheap = jax.config.read("jax_disable_most_optimizations")
+    return {**env(), "JAX_DISABLE_MOST_OPTIMIZATIONS": "1" if cheap else "0"}
 
 
 def lrpjax_cmd(*args):
@@ -62,7 +70,8 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path):
     cmd = lrpjax_cmd("attribute", "--model", f"{MODELS}:float_model", "--model-arg", "hidden=16",
                      "--data", data, "--out", out, "--shard-size", shard, "--batch-size", 64,
                      "--progress", "none")
-    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=same_compiles_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     t0 = time.time()
     while not (out / "part-00000.parquet").exists():
         assert proc.poll() is None, proc.communicate()
@@ -74,12 +83,12 @@ def test_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path):
     assert 1 <= len(parts_at_kill) < n // shard, "the job was not interrupted"
     assert json.loads((out / "manifest.json").read_text())["status"] == "running"
 
-    done = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=same_compiles_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     written, skipped = map(int, re.search(r"(\d+) shard\(s\) written, (\d+) skipped", done.stdout).groups())
     assert skipped == len(parts_at_kill) and written + skipped == n // shard
     assert not glob.glob(str(out / ".*.tmp")) and not glob.glob(str(out / "shard-errors" / ".*.tmp"))
-    assert not (out / ".lock").exists()
+    assert (out / ".lock").exists()                 # never removed (see test_job_faults.py)
     assert len(list(out.glob("part-*.parquet"))) == n // shard
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
 

@@ -149,7 +149,8 @@ def test_two_processes_write_the_single_process_output(dist, reference):
     assert [(e["process"], e["shards_written"], e["examples"], e["errors"]) for e in run["by_process"]] == \
         [(0, 3, 13, 0), (1, 2, 10, 2)]
     assert man["processes"]["count"] == 2
-    assert not list(out.glob(".*.tmp")) and not list(out.glob(".lock-*"))
+    assert not list(out.glob(".*.tmp"))
+    assert sorted(f.name for f in out.glob(".lock-*")) == [".lock-p0", ".lock-p1"]     # never removed
 
 
 def test_rerun_resumes_with_the_collectives_fallback(dist, data, reference, tmp_path):

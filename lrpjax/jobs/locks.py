@@ -3,7 +3,8 @@
 One process: an exclusive lock on ``out/.lock`` (two jobs never write the same directory). Several
 processes: each holds ``.lock-p{p}`` exclusively (one writer per process index) and ``.lock`` shared
 (which keeps a single-process job out); without jax.distributed, ``.lock-final`` serialises process 0's
-set-up and the finalization of the job.
+set-up and the finalization of the job. Lock files are never removed (a job waiting on a removed file
+would lock a file nobody else sees).
 """
 from __future__ import annotations
 
@@ -32,19 +33,12 @@ def job_lock(out: Path):
     if fcntl is None:  # pragma: no cover - Windows: no lock
         yield
         return
-    path = out / ".lock"
-    f = open(path, "a+")
-    acquired = False
-    try:
+    # the lock file is never removed: a job that opened it just before would hold a lock on a deleted
+    # file while a third job locks a new one
+    with open(out / ".lock", "a+") as f:
         _flock_nb(f, fcntl.LOCK_EX, f"another attribution job is writing to {out}; wait for it or use "
                   f"another out_dir.")
-        acquired = True
         yield
-    finally:
-        f.close()
-        if acquired:            # never the lock file of the job that holds it
-            with contextlib.suppress(OSError):
-                path.unlink()
 
 
 @contextlib.contextmanager
@@ -56,22 +50,18 @@ def process_lock(out: Path, p: int):
         return
     shared = open(out / ".lock", "a+")
     own_path = out / f".lock-p{p}"
-    own, acquired = None, False
-    try:
+    own = None
+    try:           # (lock files stay in place: see job_lock)
         _flock_nb(shared, fcntl.LOCK_SH, f"a single-process attribution job is writing to {out}; wait "
                   f"for it or use another out_dir.")
         own = open(own_path, "a+")
         _flock_nb(own, fcntl.LOCK_EX, f"another process {p} of an attribution job is writing to {out} "
                   f"({own_path.name}): every process of a job needs its own process index.")
-        acquired = True
         yield
     finally:
         if own is not None:
             own.close()
         shared.close()
-        if acquired:
-            with contextlib.suppress(OSError):
-                own_path.unlink()
 
 
 @contextlib.contextmanager

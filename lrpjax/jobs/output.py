@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lrpjax._checks import one_line
 from lrpjax.jobs.spec import (ERRORS, MANIFEST, SHARD_ERRORS_DIR, JobError, package_version, utc_now)
 
 
@@ -100,8 +102,18 @@ def library_versions() -> dict:
 # ----------------------------------------------------------------------------------------------
 # Atomic writes and paths
 
+# the temporary files a job writes: ``.<final name>.<pid>.tmp`` of its own files only
+TMP_RE = re.compile(r"\.(?:part-\d+\.parquet|errors-\d+\.parquet|manifest\.json|errors\.parquet)\.\d+\.tmp")
+
+
 def _tmp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+
+
+def _own_tmp_files(out: Path) -> list:
+    """The temporary files in ``out`` (and its shard-errors folder) whose names a job creates."""
+    found = glob.glob(str(out / ".*.tmp")) + glob.glob(str(out / SHARD_ERRORS_DIR / ".*.tmp"))
+    return [f for f in found if TMP_RE.fullmatch(os.path.basename(f))]
 
 
 def write_atomic_parquet(table, final: Path, metadata: dict) -> None:
@@ -152,15 +164,17 @@ def own_files(out: Path, shard_tmp: bool = True) -> list:
     """Every file a job writes into ``out`` (for overwrite=True); ``shard_tmp=False``: not the temporary
     files of shards (with several processes they belong to their writers)."""
     pats = ["part-*.parquet", ERRORS, MANIFEST, f"{SHARD_ERRORS_DIR}/errors-*.parquet"]
-    pats += [".*.tmp", f"{SHARD_ERRORS_DIR}/.*.tmp"] if shard_tmp else [f".{MANIFEST}.*.tmp", f".{ERRORS}.*.tmp"]
-    return sorted({Path(p) for pat in pats for p in glob.glob(str(out / pat))})
+    found = [p for pat in pats for p in glob.glob(str(out / pat))]
+    found += [p for p in _own_tmp_files(out)
+              if shard_tmp or os.path.basename(p).startswith((f".{MANIFEST}.", f".{ERRORS}."))]
+    return sorted({Path(p) for p in found})
 
 
 def remove_stale_tmp(out: Path, p: int, n: int) -> None:
     """Remove the temporary files of an interrupted run: all of them for one process; with ``n``
     processes, process ``p`` removes those of its shards (``k % n == p``), process 0 also those of
     ``manifest.json`` / ``errors.parquet``."""
-    for f in glob.glob(str(out / ".*.tmp")) + glob.glob(str(out / SHARD_ERRORS_DIR / ".*.tmp")):
+    for f in _own_tmp_files(out):     # never another program's hidden *.tmp files
         if n > 1:
             m = re.match(r"\.(?:part|errors)-(\d+)\.parquet\.", os.path.basename(f))
             if (int(m.group(1)) % n if m else 0) != p:
@@ -172,35 +186,68 @@ def remove_stale_tmp(out: Path, p: int, n: int) -> None:
 # ----------------------------------------------------------------------------------------------
 # Shards
 
+def table_digest(table) -> str:
+    """sha256 of a table's content (column names, list lengths, values and nulls), independent of
+    its Parquet encoding: recorded in a shard file's footer, checked on resume."""
+    h = hashlib.sha256()
+    for name in table.column_names:
+        h.update(name.encode() + b"\0")
+        arr = table.column(name).combine_chunks()
+        while pa.types.is_list(arr.type):
+            h.update(arr.value_lengths().fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64))
+            arr = arr.flatten()
+        h.update(arr.is_null().to_numpy(zero_copy_only=False).astype(np.uint8))
+        if pa.types.is_string(arr.type):
+            h.update(json.dumps(arr.to_pylist()).encode())
+        else:
+            h.update(np.ascontiguousarray(arr.fill_null(0).to_numpy(zero_copy_only=False)))
+    return h.hexdigest()
+
+
 def write_shard(out: Path, k: int, examples: list, results: list, errors: list, id_type: str, schema,
                 meta: dict) -> None:
     """Write shard ``k``: its error rows ``(index, id, reason)`` first, then its part file (the part
-    file's footer marks the shard complete). ``meta``: footer keys of both files."""
+    file's footer marks the shard complete). ``meta``: footer keys of both files; each file's footer
+    also holds its row count and the :func:`table_digest` of its content."""
     full, tokens = "relevance_full" in schema.names, "tokens" in schema.names
     table = results_table(examples, results, id_type, full, tokens) if examples else schema.empty_table()
-    write_atomic_parquet(_errors_table(errors, id_type), shard_errors_path(out, k),
-                         {**meta, "lrpjax.rows": len(errors)})
-    write_atomic_parquet(table, part_path(out, k), {**meta, "lrpjax.rows": len(examples)})
+    errs = _errors_table(errors, id_type)
+    write_atomic_parquet(errs, shard_errors_path(out, k),
+                         {**meta, "lrpjax.rows": len(errors), "lrpjax.sha256": table_digest(errs)})
+    write_atomic_parquet(table, part_path(out, k),
+                         {**meta, "lrpjax.rows": len(examples), "lrpjax.sha256": table_digest(table)})
 
 
-def _complete_rows(path: Path, job_key: str) -> Optional[int]:
-    """Row count of a finished shard file of this job (checked in the footer), else None."""
+def _complete_rows(path: Path, job_key: str, verify: bool = False) -> Optional[int]:
+    """Row count of a finished shard file of this job (checked in the footer), else None.
+    ``verify``: also read the whole file and compare its content with the footer's checksum; a
+    damaged file gets a warning line on stderr (and None)."""
     try:
         md = pq.read_metadata(path)
         kv = md.metadata or {}
         if kv.get(b"lrpjax.job") != job_key.encode() or int(kv[b"lrpjax.rows"]) != md.num_rows:
             return None
-        return md.num_rows
     except Exception:
         return None
+    if verify:
+        try:
+            ok = table_digest(pq.read_table(path)).encode() == kv.get(b"lrpjax.sha256")
+            why = "its content does not match the checksum in its footer"
+        except Exception as e:     # damaged pages: any read error means "recompute"
+            ok, why = False, f"it is unreadable: {type(e).__name__}: {one_line(e)[:120]}"
+        if not ok:
+            print(f"lrpjax attribute: warning: {path} is damaged ({why}): its shard is computed and "
+                  f"written again.", file=sys.stderr, flush=True)
+            return None
+    return md.num_rows
 
 
-def completed_errors(out: Path, k: int, job_key: str) -> Optional[int]:
+def completed_errors(out: Path, k: int, job_key: str, verify: bool = False) -> Optional[int]:
     """The error count of shard ``k`` if an earlier run of this job completed it (both files), else
-    None."""
-    if _complete_rows(part_path(out, k), job_key) is None:
+    None. ``verify``: also check both files' content against their footer checksums (a resume)."""
+    if _complete_rows(part_path(out, k), job_key, verify) is None:
         return None
-    return _complete_rows(shard_errors_path(out, k), job_key)
+    return _complete_rows(shard_errors_path(out, k), job_key, verify)
 
 
 def stored_ids(out: Path, k: int) -> list:

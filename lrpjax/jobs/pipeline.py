@@ -26,8 +26,8 @@ import numpy as np
 from lrpjax._checks import is_int, one_line
 from lrpjax.jobs.compute import Runner, cached_step, probe
 from lrpjax.jobs.output import (completed_errors, finalize, library_versions, own_files, part_path,
-                                remove_stale_tmp, results_schema, stored_ids, write_atomic_json,
-                                write_shard)
+                                read_errors, remove_stale_tmp, results_schema, stored_ids,
+                                write_atomic_json, write_shard)
 from lrpjax.jobs.progress import Progress
 from lrpjax.jobs.sources import Source, open_dataset, read_shards
 from lrpjax.jobs.spec import (ERRORS, FORMAT_VERSION, MANIFEST, SHARD_ERRORS_DIR, JobError, JobOptions,
@@ -42,10 +42,24 @@ def run_job(model, dataset, out_dir, opts: JobOptions, process_index: Optional[i
     t0 = time.perf_counter()
     sync = make_sync(process_index, process_count)
     try:
-        return _JobRun(sync, t0, opts).run(model, dataset, out_dir)
+        summary = _JobRun(sync, t0, opts).run(model, dataset, out_dir)
     except BaseException as e:
         sync.fail(e)        # the other processes learn of it at their next shard or meeting point
         raise
+    if summary.complete and summary.n_examples and not summary.n_explained:
+        raise JobError(_nothing_explained(summary))     # the job is finished: an error, not a result
+    return summary
+
+
+def _nothing_explained(s: JobSummary) -> str:
+    """The message of a finished job whose every example is an error."""
+    errors = Path(s.out_dir) / ERRORS
+    try:
+        first = read_errors(s.out_dir).column("reason")[0].as_py()
+    except Exception:   # (only the message needs it)
+        first = "?"
+    return (f"all {s.n_examples} examples failed, none was explained (first reason: {first}); the reasons "
+            f"are in {errors}: fix the input or the options (e.g. target='true' needs labels).")
 
 
 class _JobRun:
@@ -195,7 +209,7 @@ class _ShardLoop:
     def _completed_before(self, k: int, recs: list) -> bool:
         """Whether an earlier run finished shard ``k`` (then checked against the input and skipped)."""
         job, c = self.job, self.counts
-        erows = completed_errors(job.out, k, job.job_key)
+        erows = completed_errors(job.out, k, job.job_key, verify=True)
         if erows is None:
             return False
         if stored_ids(job.out, k) != job.validator.shard_ids(recs):

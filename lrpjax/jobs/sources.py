@@ -49,13 +49,20 @@ class Source:
     records: Callable[[], Iterator[Record]]
 
 
-def _head_fingerprint(path: Path, kind: str) -> dict:
+def _file_fingerprint(path: Path, kind: str) -> dict:
+    """Kind, size and sha256 of the whole file (read once, in 4 MB blocks): any edit of the input
+    changes the job's settings, so a resume on an edited input is refused."""
     st = path.stat()
-    with open(path, "rb") as f:
-        head = f.read(1 << 20)
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+    except OSError as e:
+        raise JobError(f"cannot read input {path}: {e.strerror or e}") from e
     return {"kind": kind, "path": str(path.resolve()), "size": st.st_size,
             "mtime": _dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc).isoformat(),
-            "sha256_first_mb": hashlib.sha256(head).hexdigest()}
+            "sha256": h.hexdigest()}
 
 
 def _count_lines(path: Path) -> int:
@@ -135,7 +142,7 @@ def _open_npz(path: Path) -> Source:
         for i, row in _rows(x):
             yield Record(i, ids[i], x=row, label=labels[i], length=lengths[i])
 
-    return Source("npz", str(path), N, _head_fingerprint(path, "npz"), records)
+    return Source("npz", str(path), N, _file_fingerprint(path, "npz"), records)
 
 
 def _open_npy(path: Path) -> Source:
@@ -150,7 +157,7 @@ def _open_npy(path: Path) -> Source:
         for i, row in _rows(x):
             yield Record(i, x=row)
 
-    return Source("npy", str(path), x.shape[0], _head_fingerprint(path, "npy"), records)
+    return Source("npy", str(path), x.shape[0], _file_fingerprint(path, "npy"), records)
 
 
 def _record_from_mapping(i: int, d: dict) -> Record:
@@ -176,7 +183,7 @@ def _open_jsonl(path: Path) -> Source:
                     continue
                 yield _record_from_mapping(i, d)
 
-    return Source("jsonl", str(path), _count_lines(path), _head_fingerprint(path, "jsonl"), records)
+    return Source("jsonl", str(path), _count_lines(path), _file_fingerprint(path, "jsonl"), records)
 
 
 def _open_text(path: Path) -> Source:
@@ -190,7 +197,7 @@ def _open_text(path: Path) -> Source:
                     label, text = int(head), rest
                 yield Record(i, text=text, label=label)
 
-    return Source("text", str(path), _count_lines(path), _head_fingerprint(path, "text"), records)
+    return Source("text", str(path), _count_lines(path), _file_fingerprint(path, "text"), records)
 
 
 def _is_list_type(t) -> bool:
@@ -267,7 +274,7 @@ def _open_parquet(path: Path) -> Source:
             yield from _parquet_batch_records(batch, cols, i)
             i += batch.num_rows
 
-    return Source("parquet", str(path), pf.metadata.num_rows, _head_fingerprint(path, "parquet"), records)
+    return Source("parquet", str(path), pf.metadata.num_rows, _file_fingerprint(path, "parquet"), records)
 
 
 def _open_iterable(data: Iterable) -> Source:

@@ -180,9 +180,14 @@ class Validator:
         if a.ndim != 2:
             return None, f"x must have shape (T, F), got {a.shape}"
         if rec.length is not None:
-            if not is_int(rec.length) or not 0 <= rec.length <= a.shape[0]:
+            length = rec.length
+            if isinstance(length, (float, np.floating)) and float(length).is_integer():
+                length = int(length)        # a whole float (e.g. 6.0, a float lengths array)
+            if not is_int(length):
+                return None, f"length {rec.length!r} is not a whole number (the count of valid rows of x)"
+            if not 0 <= length <= a.shape[0]:
                 return None, f"length {rec.length!r} outside [0, {a.shape[0]}] (the rows of x)"
-            a = a[:int(rec.length)]
+            a = a[:int(length)]
         if a.shape[0] == 0:
             return a, None
         if self.features is None:          # no earlier example fixed it (all bad so far)
