@@ -121,11 +121,6 @@ def _fixpoint(body, n_consts: int, n_carry: int, ins: list[bool], found: list, o
         carry = new_carry
 
 
-def out_taint(eqn, ins: list[bool]) -> list[bool]:
-    """Which outputs of ``eqn`` carry relevance, given which inputs do."""
-    return eqn_taint(eqn, ins, [], eqn)
-
-
 def eqn_taint(eqn, ins: list[bool], found: list, outer) -> list[bool]:
     """Which outputs of one equation depend on x; offenders inside its bodies go to ``found``."""
     name = eqn.primitive.name

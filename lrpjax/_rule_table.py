@@ -32,8 +32,8 @@ from jax.extend import core as jex_core
 
 from lrpjax import rules
 from lrpjax._epsilon import rule_name
-from lrpjax._jaxpr import (ARITHMETIC, BLOCKING, CALLS, GATES, NONLINEAR, STRUCTURAL, Program, Rule,
-                           Step, elementwise_call, eqn_taint, is_float, open_jaxpr, scan_counts,
+from lrpjax._jaxpr import (ARITHMETIC, BLOCKING, CALLS, GATES, LINEAR, NONLINEAR, STRUCTURAL, Program,
+                           Rule, Step, elementwise_call, eqn_taint, is_float, open_jaxpr, scan_counts,
                            shape_of, sub_jaxpr, walk)
 
 # structural operations through which a gate stays a gate (attention weights reshaped or masked)
@@ -413,8 +413,7 @@ def _what(prog: Program, step: Step, tin) -> str:
     n_tainted = sum(tin)
     if name in ("mul", "div", "dot_general") and n_tainted >= 2:
         return "product"
-    if name in ("add", "sub", "add_any", "mul", "div", "neg", "dot_general", "reduce_sum", "cumsum",
-                "conv_general_dilated", "scatter-add", "scatter_add"):
+    if name in LINEAR:
         return "linear"
     return "nonlinear"
 
