@@ -92,6 +92,14 @@ def sub_jaxpr(eqn) -> Optional[tuple]:
     return None
 
 
+def bind(eqn, *invals) -> list:
+    """Evaluate one equation as it is (plain JAX); returns the list of its outputs."""
+    params = eqn.primitive.get_bind_params(eqn.params)
+    with eqn.ctx.manager:
+        out = eqn.primitive.bind(*invals, **params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
 # ----------------------------------------------------------------------------------------------
 # Taint analysis inside loop bodies (not rewritten: every plain operation there is an offender)
 

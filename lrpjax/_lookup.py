@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax.extend import core as jex_core
 from jax.extend import source_info_util
 
-from lrpjax._jaxpr import open_jaxpr, scan_counts
+from lrpjax._jaxpr import bind, is_float, open_jaxpr, scan_counts
 
 INLINE = frozenset({"pjit", "jit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
                     "custom_vjp_call_jaxpr", "checkpoint", "remat", "remat2"})
@@ -60,11 +60,6 @@ class Lookup(NamedTuple):
         return f"`{self.eqn.primitive.name}` at {where}{inside}"
 
 
-def _is_float(v) -> bool:
-    dtype = getattr(getattr(v, "aval", None), "dtype", None)
-    return dtype is not None and jnp.issubdtype(dtype, jnp.inexact)
-
-
 def _sub(eqn):
     """``(jaxpr, consts)`` of an inlined call's body."""
     p = eqn.params
@@ -74,24 +69,24 @@ def _sub(eqn):
 
 def _is_lookup(eqn, taint: list) -> bool:
     """``gather(table, idx)`` or ``dot_general`` of a one-hot and a table (see the module docstring)."""
-    if not eqn.outvars or not _is_float(eqn.outvars[0]):
+    if not eqn.outvars or not is_float(eqn.outvars[0]):
         return False
     name, v = eqn.primitive.name, eqn.invars
     if name == "gather":
-        return taint[0] == NONE and _is_float(v[0]) and taint[1] == IDS
+        return taint[0] == NONE and is_float(v[0]) and taint[1] == IDS
     if name == "dot_general":
-        return sorted(taint) == [NONE, HOT] and all(_is_float(u) for u in v)
+        return sorted(taint) == [NONE, HOT] and all(is_float(u) for u in v)
     return False
 
 
 def _derived(eqn, ins: list, out) -> int:
     """Taint of an output of an equation whose inputs depend on the ids only (no lookup yet)."""
-    if not _is_float(out):
+    if not is_float(out):
         return IDS
     name, v = eqn.primitive.name, eqn.invars
     if name == "convert_element_type" and ins[0] == IDS:  # a comparison (bool) becomes a one-hot
         return HOT if getattr(v[0].aval, "dtype", None) == jnp.bool_ else EMB
-    floats = [t for u, t in zip(v, ins) if _is_float(u)]
+    floats = [t for u, t in zip(v, ins) if is_float(u)]
     if name in KEEPS_HOT and all(t in (NONE, HOT) for t in floats):
         return HOT
     return EMB
@@ -139,7 +134,7 @@ def _nested(eqn, ins: list, found: list, path: tuple) -> list:
             body_ins[lo:lo + n] = carry
         inner.extend(f for f in scratch if f.live)
     found.extend(Lookup(f.path, f.eqn, f.container or name) for f in inner)
-    return [EMB if inner or _is_float(v) or max(ins) == EMB else IDS for v in eqn.outvars]
+    return [EMB if inner or is_float(v) or max(ins) == EMB else IDS for v in eqn.outvars]
 
 
 def walk(jaxpr, taint_in: Sequence[int], live_out: Sequence[bool], found: list, path: tuple = (),
@@ -216,13 +211,6 @@ def single_lookup(lookups: Sequence[Lookup]) -> Lookup:
     return live[0]
 
 
-def _bind(eqn, invals: list) -> list:
-    params = eqn.primitive.get_bind_params(eqn.params)
-    with eqn.ctx.manager:
-        out = eqn.primitive.bind(*invals, **params)
-    return list(out) if eqn.primitive.multiple_results else [out]
-
-
 def _needed(jaxpr, k: int) -> set:
     """Indices of the equations before ``k`` that equation ``k``'s inputs depend on."""
     need = {v for v in jaxpr.eqns[k].invars if isinstance(v, jex_core.Var)}
@@ -247,7 +235,7 @@ def _eval(jaxpr, consts, args, path: tuple, value):
         invals = [read(v) for v in eqn.invars]
         if k == k_path and len(path) == 1:
             if value is None:
-                return True, _bind(eqn, invals)[0]
+                return True, bind(eqn, *invals)[0]
             outs = [value]
         elif k == k_path:
             sub, sub_consts = _sub(eqn)
@@ -255,7 +243,7 @@ def _eval(jaxpr, consts, args, path: tuple, value):
             if done:
                 return True, outs
         else:
-            outs = _bind(eqn, invals)
+            outs = bind(eqn, *invals)
         env.update(zip(eqn.outvars, outs))
     return False, [read(v) for v in jaxpr.outvars]
 

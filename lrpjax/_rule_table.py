@@ -33,20 +33,12 @@ from jax.extend import core as jex_core
 from lrpjax import rules
 from lrpjax._epsilon import rule_name
 from lrpjax._jaxpr import (ARITHMETIC, BLOCKING, CALLS, GATES, LINEAR, NONLINEAR, STRUCTURAL, Program,
-                           Rule, Step, elementwise_call, eqn_taint, is_float, open_jaxpr, scan_counts,
+                           Rule, Step, bind, elementwise_call, eqn_taint, is_float, open_jaxpr, scan_counts,
                            shape_of, sub_jaxpr, walk)
 
 # structural operations through which a gate stays a gate (attention weights reshaped or masked)
 _KEEPS_GATE = frozenset({"reshape", "squeeze", "expand_dims", "broadcast_in_dim", "transpose",
                          "convert_element_type", "copy", "select_n", "slice", "dynamic_slice"})
-
-
-def bind(eqn, *invals) -> list:
-    """Evaluate one equation as it is (plain JAX)."""
-    params = eqn.primitive.get_bind_params(eqn.params)
-    with eqn.ctx.manager:
-        out = eqn.primitive.bind(*invals, **params)
-    return list(out) if eqn.primitive.multiple_results else [out]
 
 
 def analyze(closed_jaxpr, tainted_in: Sequence[bool]) -> Program:
@@ -418,4 +410,4 @@ def _what(prog: Program, step: Step, tin) -> str:
     return "nonlinear"
 
 
-__all__ = ["analyze", "bind", "classify"]
+__all__ = ["analyze", "classify"]

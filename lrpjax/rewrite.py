@@ -26,8 +26,7 @@ from typing import Sequence
 from jax.extend import core as jex_core
 
 from lrpjax import rules
-from lrpjax._jaxpr import Program
-from lrpjax._rule_table import bind
+from lrpjax._jaxpr import Program, bind
 
 
 def _bias_fusions(prog: Program) -> dict:
