@@ -43,6 +43,24 @@ def messages(z: Array, R: Array, bias: Optional[Array], n_lower: int, eps: float
     return S, share
 
 
+def message_factors(z: Array, bias: Optional[Array], n_lower: int, eps: float,
+                    bias_factor: float) -> tuple[Array, Optional[Array]]:
+    """:func:`messages` as factors known before the relevance: ``(u, w)`` with ``S = u * R`` and
+    ``share = sum_j w_j R_j`` (``w = None`` when ``bias_factor == 0``). A whole-layer kernel stores them
+    in its forward pass, so its reverse pass only multiplies (see :mod:`lrpjax.fused`).
+
+    >>> u, w = message_factors(jnp.array([1.0, -3.0]), None, 2, 1.0, 0.0)
+    >>> u.tolist(), w
+    ([0.5, -0.25], None)
+    """
+    zs = stabilised(z, eps)
+    u = 1 / zs
+    if bias_factor == 0.0:
+        return u, None
+    absorbed = zs - z if bias is None else zs - z + bias
+    return u, (bias_factor / n_lower) * finite(absorbed) * u
+
+
 def finite(a: Array) -> Array:
     """``a`` with infinite entries (masked scores) set to 0: their relevance is 0, never NaN."""
     return jnp.where(jnp.isfinite(a), a, 0)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrpjax import _checks, rules
+from lrpjax import _checks, fused, rules
 
 Array = jax.Array
 
@@ -247,14 +247,28 @@ def lstm(params: LSTMParams, x: Array, *, lengths: Optional[Array] = None,
     def state(v):
         return _initial_state(v, d, B, unbatched, x.dtype)
 
-    preact = lstm_preactivations(params, variant, d)
+    carry = (state(c0), state(h0))
+    cfg = rules.current()
+    if variant in fused.FUSED_VARIANTS and (cfg is None or cfg.gate == "all"):
+        # the same rules as the step-by-step cell below, fused over the whole layer (lrpjax.fused)
+        gates = VARIANT_GATES[variant]
+        flip = reverse and lengths is not None   # without lengths the kernel scans backwards itself
+        back = reverse and not flip
+        if cfg is None:
+            layer = functools.partial(fused.lstm_forward, gates=gates, reverse=back)
+        else:
+            layer = fused.lrp_all_kernel(cfg.eps, cfg.bias_factor, gates, back)
+        hs, (c, h) = _run_layer(lambda xt, valid: layer(*params, xt, *carry, valid), x, lengths,
+                                flip)
+    else:
+        preact = lstm_preactivations(params, variant, d)
 
-    def step(carry, x_t):
-        c, h = carry
-        c_new, h_new = lstm_cell_update(variant, preact(x_t, h), c)
-        return (c_new, h_new), h_new
+        def step(carry, x_t):
+            c, h = carry
+            c_new, h_new = lstm_cell_update(variant, preact(x_t, h), c)
+            return (c_new, h_new), h_new
 
-    hs, (c, h) = _run(step, (state(c0), state(h0)), x, lengths, reverse)
+        hs, (c, h) = _run(step, carry, x, lengths, reverse)
     if unbatched:
         return hs[0], (c[0], h[0])
     return hs, (c, h)
@@ -285,6 +299,19 @@ def _run(step, carry, x: Array, lengths: Optional[Array], reverse: bool):
         return new, jnp.where(valid, out, jnp.zeros_like(out))
 
     carry, hs = jax.lax.scan(masked, carry, (jnp.swapaxes(xs, 0, 1), jnp.arange(T)))
+    hs = jnp.swapaxes(hs, 0, 1)
+    if reverse:
+        hs = _reverse_in_length(hs, lengths)
+    return hs, carry
+
+
+def _run_layer(layer, x: Array, lengths: Optional[Array], reverse: bool):
+    """Like :func:`_run` for a whole-layer kernel ``layer(x (T, B, e), valid (T, B, 1) | None) ->
+    (hs (T, B, d), carry)``."""
+    T = x.shape[1]
+    xs = _reverse_in_length(x, lengths) if reverse else x
+    valid = None if lengths is None else jnp.arange(T)[:, None, None] < lengths[None, :, None]
+    hs, carry = layer(jnp.swapaxes(xs, 0, 1), valid)
     hs = jnp.swapaxes(hs, 0, 1)
     if reverse:
         hs = _reverse_in_length(hs, lengths)

@@ -207,3 +207,83 @@ def test_lstm_params_rejects_wrong_shapes():
         lrpjax.lstm_params(np.zeros((8, 3)), np.zeros((8, 2)), layout="columns")
     with pytest.raises(ValueError, match="b must have shape"):
         lrpjax.lstm_params(np.zeros((8, 3)), np.zeros((8, 2)), np.zeros(7), layout="rows")
+
+
+def _stepwise_lstm(p, x, h0, c0, variant, reverse):
+    """The layer as a plain scan of the step-by-step cell rules (lrpjax.cells.lstm_cell), no lengths."""
+    xs = x[:, ::-1] if reverse else x
+    carry = (lrpjax.rules.initial_state(c0), lrpjax.rules.initial_state(h0))
+
+    def step(carry, x_t):
+        c, h = lrpjax.cells.lstm_cell(p, carry, x_t, variant=variant)
+        return (c, h), h
+
+    fin, hs = jax.lax.scan(step, carry, jnp.swapaxes(xs, 0, 1))
+    hs = jnp.swapaxes(hs, 0, 1)
+    return (hs[:, ::-1] if reverse else hs), fin
+
+
+@pytest.mark.parametrize("variant,reverse,bias_factor", [
+    ("standard", False, 0.0), ("standard", True, 0.3), ("no_forget", False, 0.3),
+    ("no_output", True, 0.0)])
+def test_fused_layer_kernel_equals_step_by_step_rules(variant, reverse, bias_factor):
+    """lrpjax.lstm runs gate="all" through one fused kernel (lrpjax.fused); it must give exactly the
+    relevance of the step-by-step rules, also for the initial states, under jit and vmap, and its
+    outer gradient (a relevance-based loss) must be the same too."""
+    rng = np.random.default_rng(11)
+    B = 3
+    p = to_lrpjax(random_oracle_params(rng, E, D, variant), variant)
+    x = f64(rng.normal(size=(B, T, E)))
+    h0, c0 = f64(rng.normal(size=(B, D)) * 0.5), f64(rng.normal(size=(B, D)) * 0.5)
+    W1, W2 = f64(rng.normal(size=(D, C))), f64(rng.normal(size=(T * D, C)))
+
+    def model(layer):
+        def fn(x):
+            hs, (_, h) = layer(x)
+            return lrpjax.rules.linear((h, hs.reshape(hs.shape[0], -1)), (W1, W2))
+        return fn
+
+    fused = model(lambda x: lrpjax.lstm(p, x, h0=h0, c0=c0, variant=variant, reverse=reverse))
+    stepwise = model(lambda x: _stepwise_lstm(p, x, h0, c0, variant, reverse))
+    kw = dict(target=1, bias_factor=bias_factor)
+    want = lrpjax.explain(stepwise, x, **kw)
+    got = jax.jit(lambda x: lrpjax.explain(fused, x, **kw))(x)
+    _close(got.relevance, want.relevance)
+    for a, b in zip(got.state_relevance, want.state_relevance):
+        _close(a, b)
+    assert np.abs(np.asarray(want.relevance)).max() > 1e-3  # the case is not trivially zero
+    loss = lambda f: (lambda x: jnp.sum(lrpjax.relevance(f, x, **kw) ** 2))
+    _close(jax.grad(loss(fused))(x), jax.grad(loss(stepwise))(x))
+    # rows are independent: vmap over single sequences (h0/c0 of row 0) equals the batch
+    one = lambda layer: model(lambda x: layer(x[None]))
+    f1 = one(lambda x: lrpjax.lstm(p, x, h0=h0[:1], c0=c0[:1], variant=variant, reverse=reverse))
+    s1 = one(lambda x: _stepwise_lstm(p, x, h0[:1], c0[:1], variant, reverse))
+    _close(jax.vmap(lambda r: lrpjax.relevance(f1, r, **kw))(x), jax.vmap(
+        lambda r: lrpjax.relevance(s1, r, **kw))(x))
+
+
+def test_fused_kernel_padding_with_lengths_and_reverse_matches_unpadded():
+    """Padded rows (with a zero-length row) through the fused kernel: the valid part equals the
+    unpadded sequence's relevance, padded steps get exactly 0, a zero-length row hands everything to
+    its initial state."""
+    rng = np.random.default_rng(12)
+    p = to_lrpjax(random_oracle_params(rng, E, D, "standard"), "standard")
+    W = f64(rng.normal(size=(2 * D, C)))
+    lengths = np.array([T, 3, 0, 1])
+    x = f64(rng.normal(size=(4, T, E)))
+
+    def model(x, lengths=None):
+        _, (_, hf) = lrpjax.lstm(p, x, lengths=lengths)
+        _, (_, hb) = lrpjax.lstm(p, x, lengths=lengths, reverse=True)
+        return lrpjax.rules.linear((hf, hb), (W[:D], W[D:]))
+
+    ex = lrpjax.explain(lambda x: model(x, jnp.asarray(lengths)), x, target=0)
+    for i, L in enumerate(lengths):
+        if L == 0:
+            assert np.all(np.asarray(ex.relevance[i]) == 0)
+            continue
+        one = lrpjax.explain(model, x[i:i + 1, :L], target=0)
+        _close(ex.relevance[i, :L], one.relevance[0])
+        assert np.all(np.asarray(ex.relevance[i, L:]) == 0)
+        for a, b in zip(ex.state_relevance, one.state_relevance):
+            _close(a[i], b[0])
