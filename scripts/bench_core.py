@@ -8,7 +8,9 @@ Prints one table from one run:
 * throughput of jitted ``lrpjax.relevance`` vs the per-sample NumPy LRP loop of ``tests/oracle.py``
   (goal: >= 50x), with a sanity check that both compute the same relevance;
 * the number of compilations for a run over sentence lengths 1..40 when every batch is padded to a
-  length bucket and passed with ``lengths=`` (and an assertion that padding does not change the result).
+  length bucket and passed with ``lengths=`` (and an assertion that padding does not change the result);
+* the kernel goal at T = 20: ``relevance(gate="all")`` vs a plain compiled forward of the same model at
+  B = 256, 1024 (goal: <= 1.5x) and 4096, with achieved GFLOP/s against a large float32 matmul.
 
 Usage (from the repository root)::
 
@@ -201,6 +203,35 @@ def numpy_lrp_messages_per_sample(w, x, target, eps=1e-3, bias_factor=0.0):
     return Rx
 
 
+def matmul_peak_gflops(repeats: int, n: int = 2048) -> float:
+    """Achieved GFLOP/s of one large jitted float32 matmul (n x n times n x n): the machine's
+    practical matmul peak through the same XLA backend."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
+    mm = jax.jit(lambda a: a @ a)
+    s = bench_rows({"mm": mm}, (a,), max(3, repeats // 3))["mm"]
+    return 2 * n ** 3 / s / 1e9
+
+
+def kernel_goal(model, e: int, d: int, C: int, repeats: int, batches, T: int = 20, seed: int = 0):
+    """Rows of the kernel goal: plain compiled forward vs ``relevance(gate="all")`` at T=20.
+
+    FLOPs counted are the matrix products only: forward ``2 directions * T * 2 B (e + d) 4d`` plus
+    the readout; relevance adds the reverse pass's cell-input products ``2 * T * 2 B d (e + d)``."""
+    rows = []
+    rng = np.random.default_rng(seed)
+    fwd = jax.jit(lambda x, t: model(x))
+    rel = jax.jit(lambda x, t: lrpjax.relevance(model, x, t, gate="all"))
+    for B in batches:
+        x = jnp.asarray((0.5 * rng.uniform(-1.0, 1.0, (B, T, e))).astype(np.float32))
+        t = jnp.asarray(rng.integers(0, C, B).astype(np.int32))
+        med = bench_rows({"forward": fwd, "relevance": rel}, (x, t), repeats)
+        f_fwd = 2 * T * 2 * B * (e + d) * 4 * d + 2 * B * 2 * d * C
+        f_rel = f_fwd + 2 * T * 2 * B * d * (e + d)
+        rows.append((B, med["forward"], med["relevance"], f_fwd / med["forward"] / 1e9,
+                     f_rel / med["relevance"] / 1e9))
+    return rows
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     t_start = time.perf_counter()
@@ -298,6 +329,11 @@ def main(argv=None) -> int:
             jax.block_until_ready(rel_unpadded(xs, jnp.full((Bc,), L, jnp.int32), tc))
         t_unpadded, n_unpadded = time.perf_counter() - t0, traces[0]
 
+    # ---- 4. kernel goal: relevance(gate="all") <= 1.5x the plain forward at T=20 ----------------
+    goal_rows = kernel_goal(model, e, d, C, a.repeats, (16,) if a.quick else (256, 1024, 4096),
+                            seed=a.seed)
+    peak = matmul_peak_gflops(a.repeats)
+
     # ---- report -------------------------------------------------------------------------------
     cmd = "cd " + shlex.quote(REPO) + " && PYTHONPATH=. " + " ".join(
         shlex.quote(s) for s in [sys.executable, "scripts/bench_core.py", *sys.argv[1:]])
@@ -338,6 +374,16 @@ def main(argv=None) -> int:
         say("  without buckets: not measured in --quick mode (jit compiles once per distinct length)")
     say(f"  padded == unpadded for L={check_L} (bucket {bucket_of(check_L, step)}): max rel diff "
         f"{pad_err:.1e}, padded steps exactly 0")
+    say("")
+    say(f'kernel goal, T=20 (float32, jitted, median of {a.repeats}): relevance(gate="all") <= 1.5x the '
+        f"plain compiled forward at B=256 and B=1024")
+    say(f"  matmul peak (jitted 2048x2048 float32 matmul): {peak:.0f} GFLOP/s")
+    say(f"  {'B':>5} {'forward ms':>11} {'relevance ms':>13} {'ratio':>6} {'fwd GFLOP/s':>12} "
+        f"{'rel GFLOP/s':>12} {'rel % of peak':>14} {'rel seq/s':>10}")
+    for B, tf, tr, gf, gr in goal_rows:
+        verdict = "" if B not in (256, 1024) else ("  met" if tr / tf <= 1.5 else "  NOT met")
+        say(f"  {B:>5} {1e3 * tf:>11.2f} {1e3 * tr:>13.2f} {tr / tf:>5.2f}x {gf:>12.1f} {gr:>12.1f} "
+            f"{100 * gr / peak:>13.0f}% {B / tr:>10.0f}{verdict}")
     say("")
     say(f"total wall time {time.perf_counter() - t_start:.0f} s")
     say(f"reproduce: {cmd}")
