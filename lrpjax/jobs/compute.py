@@ -20,7 +20,7 @@ from lrpjax._checks import one_line, pick
 from lrpjax.baselines import attribute
 from lrpjax.flax_integration import traceable
 from lrpjax.jobs.spec import JobError, ModelSpec
-from lrpjax.jobs.validate import Example
+from lrpjax.jobs.validate import Example, Examples
 from lrpjax.relevance import embedding_input, full_precision
 
 CACHE_SIZE = 8      # jitted steps (and probe functions) kept across jobs
@@ -200,31 +200,62 @@ class Runner:
             raise JobError(f"the model failed on a batch of shape {tuple(arrays[0].shape)} "
                            f"({arrays[0].dtype}): {type(e).__name__}: {one_line(e)}") from e
 
-    def dispatch(self, examples: list) -> list:
-        """Start the device work for a shard's examples (asynchronous); returns a handle for
-        :meth:`collect`."""
+    def _column_batch(self, ex: Examples, chunk: np.ndarray, L: int):
+        """:meth:`_batch_arrays` for :class:`Examples` columns (vectorised)."""
+        B, n = self.batch, len(chunk)
+        rows = np.concatenate([chunk, np.full(B - n, chunk[0], chunk.dtype)])
+        lengths = ex.lengths[rows]
+        x = np.zeros((B, L, ex.x.shape[2]), np.float32)
+        m = min(L, ex.x.shape[1])
+        x[:, :m] = ex.x[ex.rows[rows], :m]
+        x[np.arange(L)[None, :] >= lengths[:, None]] = 0      # steps past each example's length
+        if self.target_mode == "true":
+            tgt = ex.labels[rows].astype(np.int32)
+        else:
+            tgt = np.full((B,), 0 if self.target_mode == "pred" else self.target_mode, np.int32)
+        return x, lengths.astype(np.int32), tgt, ex.index[rows].astype(np.int32)
+
+    def _buckets(self, examples) -> dict:
+        """``{bucket length: positions in examples}``, positions in input order."""
+        if isinstance(examples, Examples):
+            b = -(-examples.lengths.astype(np.int64) // self.bucket_step) * self.bucket_step
+            if self.max_length is not None:
+                b = np.minimum(b, self.max_length)
+            return {int(L): np.flatnonzero(b == L) for L in np.unique(b)}
         buckets = defaultdict(list)
         for k, ex in enumerate(examples):
             buckets[self.bucket(ex.length)].append(k)
+        return buckets
+
+    def dispatch(self, examples) -> list:
+        """Start the device work for a shard's examples (a list of :class:`Example` or
+        :class:`Examples` columns; asynchronous); returns a handle for :meth:`collect`."""
+        buckets = self._buckets(examples)
+        columns = isinstance(examples, Examples)
         B = self.batch
-        dispatched, pending = [], []
+        dispatched, pending = [], (np.zeros(0, np.int64) if columns else [])
         order = sorted(buckets)
         for bi, L in enumerate(order):
             # leftovers of a shorter bucket ride along, padded to this length: at most one partial
             # batch per shard, and every batch shape is (B, bucket length)
-            items = pending + buckets[L]
+            items = np.concatenate([pending, buckets[L]]) if columns else pending + buckets[L]
             last = bi == len(order) - 1
             n_full = len(items) if last else (len(items) // B) * B
             for s in range(0, n_full, B):
                 chunk = items[s:s + B]
                 self.bucket_lengths.add(L)
-                out = self._run(self._batch_arrays([examples[k] for k in chunk], L))
+                out = self._run(self._column_batch(examples, chunk, L) if columns else
+                                self._batch_arrays([examples[k] for k in chunk], L))
                 dispatched.append((chunk, out))
             pending = items[n_full:]
         return dispatched
 
-    def collect(self, examples: list, dispatched: list, on_batch: Callable[[int], None]) -> list:
-        """Wait for a dispatched shard; per example (in the given order) a dict of numpy results."""
+    def collect(self, examples, dispatched: list, on_batch: Callable[[int], None]):
+        """Wait for a dispatched shard: per example (in the given order) a dict of numpy results; for
+        :class:`Examples`, one dict of columns ``relevance (m, T)``, ``score``, ``target`` (``(m,)``)
+        [, ``relevance_full (m, T, F)``], zero past each length."""
+        if isinstance(examples, Examples):
+            return self._collect_columns(examples, dispatched, on_batch)
         results: list = [None] * len(examples)
         for chunk, out in dispatched:
             host = {k: np.asarray(v) for k, v in out.items()}
@@ -237,3 +268,25 @@ class Runner:
                 results[k] = r
             on_batch(len(chunk))
         return results
+
+    def _collect_columns(self, ex: Examples, dispatched: list, on_batch: Callable[[int], None]) -> dict:
+        m, T = len(ex), ex.x.shape[1]
+        cols = {"relevance": np.zeros((m, T), np.float32), "score": np.zeros((m,), np.float32),
+                "target": np.zeros((m,), np.int32)}
+        for chunk, out in dispatched:
+            host = {k: np.asarray(v) for k, v in out.items()}
+            n = len(chunk)
+            for k, v in host.items():
+                if k not in cols:   # relevance_full: allocated once its F is known
+                    cols[k] = np.zeros((m, T) + v.shape[2:], np.float32)
+                if v.ndim == 1:
+                    cols[k][chunk] = v[:n]
+                else:
+                    w = min(v.shape[1], T)
+                    cols[k][chunk, :w] = v[:n, :w]
+            on_batch(n)
+        valid = np.arange(T)[None, :] < ex.lengths[:, None]
+        for k in ("relevance", "relevance_full"):
+            if k in cols:
+                cols[k][~valid] = 0
+        return cols

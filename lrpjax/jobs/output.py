@@ -52,8 +52,42 @@ def _list_array(arrays: list, lengths: np.ndarray, inner: Optional[int] = None):
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32), pa.int32()), values)
 
 
-def results_table(examples: list, results: list, id_type: str, full: bool, tokens: bool):
+def _flat_list_array(values: np.ndarray, lengths: np.ndarray, inner: Optional[int] = None):
+    """list<float32> (or list<list<float32>>) from padded rows ``values`` ``(m, T[, F])`` and lengths:
+    the flat buffer of the valid steps and offsets, no per-row objects."""
+    flat = values[np.arange(values.shape[1])[None, :] < lengths[:, None]]
+    offsets = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    arr = pa.array(flat.reshape(-1).astype(np.float32, copy=False), pa.float32())
+    if inner is not None:
+        steps = np.arange(int(offsets[-1]) + 1, dtype=np.int32) * inner
+        arr = pa.ListArray.from_arrays(pa.array(steps, pa.int32()), arr)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), arr)
+
+
+def _columns_table(ex, res: dict, id_type: str, full: bool):
+    """:func:`results_table` of :class:`lrpjax.jobs.validate.Examples` columns and their results."""
+    label = None if ex.labels is None else pa.array(ex.labels, pa.int64(), mask=~ex.label_valid)
+    cols = {
+        "index": pa.array(ex.index, pa.int64()),
+        "id": pa.array(ex.ids, _arrow_id_type(id_type)),
+        "label": label if label is not None else pa.nulls(len(ex), pa.int64()),
+        "length": pa.array(ex.lengths.astype(np.int32), pa.int32()),
+        "target": pa.array(res["target"].astype(np.int32), pa.int32()),
+        "score": pa.array(res["score"].astype(np.float32), pa.float32()),
+        "relevance": _flat_list_array(res["relevance"], ex.lengths),
+    }
+    if full:
+        F = res["relevance_full"].shape[-1] if "relevance_full" in res else ex.x.shape[2]
+        values = res.get("relevance_full", np.zeros((len(ex), 0, F), np.float32))
+        cols["relevance_full"] = _flat_list_array(values, ex.lengths, inner=F)
+    return pa.table(cols)
+
+
+def results_table(examples, results, id_type: str, full: bool, tokens: bool):
     """A part file's table: one row per explained example (see :func:`results_schema`)."""
+    if isinstance(results, dict):       # Examples columns (array inputs)
+        return _columns_table(examples, results, id_type, full)
     lengths = np.array([ex.length for ex in examples], np.int64)
     cols = {
         "index": pa.array([ex.index for ex in examples], pa.int64()),
@@ -204,13 +238,13 @@ def table_digest(table) -> str:
     return h.hexdigest()
 
 
-def write_shard(out: Path, k: int, examples: list, results: list, errors: list, id_type: str, schema,
+def write_shard(out: Path, k: int, examples, results, errors: list, id_type: str, schema,
                 meta: dict) -> None:
     """Write shard ``k``: its error rows ``(index, id, reason)`` first, then its part file (the part
     file's footer marks the shard complete). ``meta``: footer keys of both files; each file's footer
     also holds its row count and the :func:`table_digest` of its content."""
     full, tokens = "relevance_full" in schema.names, "tokens" in schema.names
-    table = results_table(examples, results, id_type, full, tokens) if examples else schema.empty_table()
+    table = results_table(examples, results, id_type, full, tokens) if len(examples) else schema.empty_table()
     errs = _errors_table(errors, id_type)
     write_atomic_parquet(errs, shard_errors_path(out, k),
                          {**meta, "lrpjax.rows": len(errors), "lrpjax.sha256": table_digest(errs)})

@@ -1,5 +1,7 @@
 """Validation: a raw :class:`~lrpjax.jobs.sources.Record` -> an :class:`Example` ready for batching, or
-an error reason (bad examples become error rows; they never stop a job)."""
+an error reason (bad examples become error rows; they never stop a job). Array inputs come as
+:class:`~lrpjax.jobs.sources.Block` columns and are checked column-wise into :class:`Examples` (the same
+checks, reasons and order of precedence, without per-example objects)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lrpjax._checks import is_int, one_line
-from lrpjax.jobs.sources import Record
+from lrpjax.jobs.sources import Block, Record
 from lrpjax.jobs.spec import JobError, ModelSpec
 
 
@@ -24,6 +26,32 @@ class Example:
 
     def __post_init__(self):
         self.length = int(self.data.shape[0])
+
+
+@dataclasses.dataclass
+class Examples:
+    """The valid examples of a :class:`Block`, as columns: example ``k`` is row ``rows[k]`` of ``x``
+    (``(n, T, F)`` float32, the block's rows, zero-padded later), valid for ``lengths[k]`` steps."""
+    index: np.ndarray                 # (m,) int64 input positions
+    ids: Any                          # (m,) int64 array, or a list of str
+    x: np.ndarray                     # (n, T, F) the block's x
+    rows: np.ndarray                  # (m,) int64
+    lengths: np.ndarray               # (m,) int32
+    labels: Optional[np.ndarray]      # (m,) int64, or None
+    label_valid: Optional[np.ndarray] = None   # (m,) bool: which labels are given (None: all)
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+
+def _whole(a: np.ndarray) -> tuple[Optional[np.ndarray], np.ndarray]:
+    """An integer or float column as int64 values and a mask of the whole numbers (None: neither)."""
+    if np.issubdtype(a.dtype, np.integer):
+        return a.astype(np.int64), np.ones(a.shape, bool)
+    if np.issubdtype(a.dtype, np.floating):
+        ok = np.isfinite(a) & (np.mod(a, 1) == 0)
+        return np.where(ok, a, 0).astype(np.int64), ok
+    return None, np.zeros(a.shape, bool)
 
 
 class Validator:
@@ -66,13 +94,19 @@ class Validator:
             return int(raw) if is_int(raw) else None
         return raw if isinstance(raw, str) else str(raw)
 
-    def fix_id_type(self, first_records: list) -> None:
+    def fix_id_type(self, first_records) -> None:
         """Fix the id type (int64 or string) from the first parsable record of the input."""
+        if isinstance(first_records, Block):
+            first_records = first_records.records()[:1] if len(first_records) else []
         self.record_id(next((r for r in first_records if r.error is None), None)
                        or (first_records[0] if first_records else Record(0)))
 
     def infer_features(self, records: list) -> None:
         """Fix the feature count from the first record that has a usable ``x`` (unless given)."""
+        if isinstance(records, Block):
+            if self.features is None and records.x.shape[2] > 0 and len(records):
+                self.features = int(records.x.shape[2])
+            return
         for rec in records:
             if self.features is not None:
                 return
@@ -88,6 +122,8 @@ class Validator:
     def shard_ids(self, records: list) -> list:
         """``(index, id)`` of a shard's records in input order, marking their ids as used (a shard
         that an earlier run finished: its stored ids are compared with these)."""
+        if isinstance(records, Block):
+            records = records.records()
         expect = []
         for rec in records:
             rid = self.record_id(rec)
@@ -99,6 +135,9 @@ class Validator:
     def note_foreign(self, records: list) -> None:
         """Another process's shard: keep the state as a single process would (ids seen, for
         duplicates; the feature count while no example fixed it), without checking or converting data."""
+        if isinstance(records, Block):
+            self.infer_features(records)
+            records = records.records()
         for rec in records:
             if self.features is None and not self.spec.tokens:
                 self(rec)
@@ -107,8 +146,14 @@ class Validator:
                 if rid is not None:
                     self.seen.add(rid)
 
-    def split(self, records: list) -> tuple[list, list]:
-        """A shard's records -> (examples, error rows ``(index, id, reason)``)."""
+    def split(self, records) -> tuple[Any, list]:
+        """A shard's records -> (examples, error rows ``(index, id, reason)``); a :class:`Block` ->
+        (:class:`Examples`, error rows)."""
+        if isinstance(records, Block):
+            done = self._split_block(records)
+            if done is not None:
+                return done
+            records = records.records()      # columns the fast path does not take: one by one
         good, errors = [], []
         for rec in records:
             rid, ex, reason = self(rec)
@@ -116,6 +161,104 @@ class Validator:
                 errors.append((rec.index, rid, reason))
             else:
                 good.append(ex)
+        return good, errors
+
+    def _block_ids(self, b: Block, index: np.ndarray):
+        """(ids column, reasons) of a block: a bad or duplicate id is an error; None if the ids are
+        of a kind the column checks do not take."""
+        n = len(b)
+        reasons: list = [None] * n
+        if self.id_type is None:
+            self.fix_id_type(b)
+        if b.ids is None:
+            ids = index
+        elif np.issubdtype(b.ids.dtype, np.integer) or b.ids.dtype.kind == "U":
+            ids = b.ids
+        else:
+            return None
+        if self.id_type == "string":
+            ids = [str(v) for v in ids.tolist()]
+            fresh = np.fromiter((self.mark_seen(Record(0, v), v) for v in ids), bool, n)
+        elif ids.dtype.kind == "U":
+            for j, v in enumerate(b.ids.tolist()):
+                reasons[j] = f"id {v!r} is not an integer (the input's first id is)"
+            return [None] * n, reasons
+        elif b.ids is None and not self.seen and index.size and index[-1] < (1 << 40):
+            fresh = self._mark_implicit(index)
+        else:
+            given = b.ids is not None
+            fresh = np.fromiter((self.mark_seen(Record(0, v if given else None), v) for v in ids.tolist()),
+                                bool, n)
+        for j in np.flatnonzero(~fresh):
+            v = ids[j].item() if isinstance(ids, np.ndarray) else ids[j]
+            reasons[j] = f"duplicate id {v!r}"
+        return ids, reasons
+
+    def _mark_implicit(self, index: np.ndarray) -> np.ndarray:
+        """Mark implicit ids (input positions) in the bitmap, column-wise; True where new."""
+        need = int(index.max()) // 8 + 1
+        if need > len(self.implicit):
+            self.implicit.extend(bytes(need - len(self.implicit) + (1 << 12)))
+        bits = np.frombuffer(self.implicit, np.uint8)
+        byte, bit = index >> 3, (index & 7).astype(np.uint8)
+        fresh = (bits[byte] >> bit) & 1 == 0
+        np.bitwise_or.at(bits, byte[fresh], np.left_shift(1, bit[fresh]).astype(np.uint8))
+        del bits     # (the bytearray cannot grow while a view of it exists)
+        return fresh
+
+    def _split_block(self, b: Block) -> Optional[tuple[Examples, list]]:
+        """:meth:`split` for a :class:`Block`, column-wise (None: a column it does not take)."""
+        n, T, F = b.x.shape
+        index = b.index
+        got = self._block_ids(b, index)
+        if got is None:
+            return None
+        ids, reasons = got
+        labels, label_ok = (None, np.zeros(n, bool)) if b.labels is None else _whole(b.labels)
+        if b.labels is not None and labels is None:
+            return None
+        lengths, length_ok = (np.full(n, T, np.int64), np.ones(n, bool)) if b.lengths is None \
+            else _whole(b.lengths)
+        if lengths is None:
+            return None
+        raw = lambda col, j: col[j].item()
+
+        def fail(mask, why):
+            for j in np.flatnonzero(mask):
+                if reasons[j] is None:
+                    reasons[j] = why(j)
+
+        if self.target == "true":
+            if b.labels is None:
+                fail(np.ones(n, bool), lambda j: "no label (target='true' needs one)")
+            else:
+                fail(~label_ok, lambda j: f"label {raw(b.labels, j)!r} is not an integer class index")
+                if self.n_classes is not None:
+                    fail(label_ok & ((labels < 0) | (labels >= self.n_classes)),
+                         lambda j: f"label {labels[j]} out of range [0, {self.n_classes})")
+        fail(~length_ok, lambda j: f"length {raw(b.lengths, j)!r} is not a whole number (the count of "
+                                   f"valid rows of x)")
+        fail(length_ok & ((lengths < 0) | (lengths > T)),
+             lambda j: f"length {raw(b.lengths, j)!r} outside [0, {T}] (the rows of x)")
+        lengths = np.where(length_ok & (lengths >= 0) & (lengths <= T), lengths, 0)
+        fail(lengths == 0, lambda j: "empty sequence (length 0)")
+        if self.features is None and (lengths > 0).any():
+            self.features = int(F)
+        if F != self.features:
+            fail(lengths > 0, lambda j: f"wrong feature count: {F} (expected {self.features})")
+        if self.max_length is not None:
+            fail(lengths > self.max_length,
+                 lambda j: f"too long: length {lengths[j]} > max_length {self.max_length}")
+        valid = np.arange(T)[None, :] < lengths[:, None]
+        n_bad = np.count_nonzero(~np.isfinite(b.x) & valid[:, :, None], axis=(1, 2))
+        fail(n_bad > 0, lambda j: f"non-finite values: {n_bad[j]} NaN/inf in x")
+        bad = np.fromiter((r is not None for r in reasons), bool, n)
+        rows = np.flatnonzero(~bad)
+        errors = [(int(index[j]), ids[j].item() if isinstance(ids, np.ndarray) else ids[j], reasons[j])
+                  for j in np.flatnonzero(bad)]
+        pick_ids = [ids[j] for j in rows] if isinstance(ids, list) else ids[rows].astype(np.int64)
+        good = Examples(index[rows], pick_ids, b.x, rows, lengths[rows].astype(np.int32),
+                        None if labels is None else labels[rows], None if labels is None else label_ok[rows])
         return good, errors
 
     def label(self, raw) -> tuple[Optional[int], Optional[str]]:

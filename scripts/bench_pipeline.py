@@ -1,0 +1,172 @@
+"""Job pipeline benchmark: ``lrpjax.attribute_dataset`` vs a plain NumPy + pyarrow loop, one run.
+
+Prints, from one process on one machine:
+
+* **free model**: examples/s of the job on an ``.npz`` input with a model that costs nothing (a linear
+  readout of the first step), next to a single-threaded NumPy + pyarrow loop that does the same reading
+  (memory-mapped ``x``), checking (finite values over the valid steps, lengths, feature count) and
+  Parquet writing (the part-file columns: index, id, label, length, target, score, relevance as a list
+  column built from a flat buffer and offsets) -- goal: job >= 0.8x the loop;
+* **SST test set, LRP**: sentences/s of the job explaining the 2,210 SST-5 test sentences with the
+  released reference BiLSTM (``--model`` of ``examples/sst_sentiment.py``'s kind: token ids, embedding,
+  BiLSTM), against the message-matrix NumPy loop of ``scripts/bench_core.py`` (the form of the published
+  per-sentence reference code) -- goal: >= 150x.
+
+Usage (from the repository root)::
+
+    PYTHONPATH=. python scripts/bench_pipeline.py            # full run (about 1-2 min on 2 CPU cores)
+    PYTHONPATH=. python scripts/bench_pipeline.py --quick    # smoke test
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+import lrpjax  # noqa: E402
+from lrpjax.jobs import ModelSpec, attribute_dataset  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke test: small sizes")
+    p.add_argument("--n", type=int, default=None, help="examples of the free-model input (default 200000)")
+    p.add_argument("--T", type=int, default=20)
+    p.add_argument("--F", type=int, default=8)
+    p.add_argument("--shard-size", type=int, default=16384)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--repeats", type=int, default=None, help="timed runs of each side (default 3)")
+    a = p.parse_args(argv)
+    a.n = a.n or (6000 if a.quick else 200_000)
+    a.repeats = a.repeats or (1 if a.quick else 3)
+    if a.quick:
+        a.shard_size, a.batch_size = 2048, 512
+    return a
+
+
+def make_input(path: str, n: int, T: int, F: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, T, F), dtype=np.float32)
+    lengths = rng.integers(1, T + 1, n).astype(np.int32)
+    labels = rng.integers(0, 3, n).astype(np.int64)
+    np.savez(path, x=x, lengths=lengths, labels=labels)
+
+
+def free_model(F: int, C: int = 3):
+    """A model that costs nothing: logits = x[:, 0] @ W (its relevance reaches step 0 only)."""
+    W = jnp.asarray(np.random.default_rng(1).standard_normal((F, C)).astype(np.float32))
+    return ModelSpec(lambda x, lengths: lrpjax.dense(x[:, 0, :], W), name="free", features=F)
+
+
+def numpy_pyarrow_loop(path: str, out: str, shard_size: int, W: np.ndarray) -> int:
+    """The floor: the same reading, checking and writing in plain NumPy + pyarrow, one thread."""
+    with np.load(path) as f:
+        lengths_all, labels_all, x_all = f["lengths"], f["labels"], f["x"]
+    N, T, F = x_all.shape
+    steps = np.arange(T)
+    for k, s in enumerate(range(0, N, shard_size)):
+        x = np.asarray(x_all[s:s + shard_size], np.float32)
+        L = lengths_all[s:s + shard_size]
+        n = len(L)
+        valid = steps[None, :] < L[:, None]
+        ok = ((L >= 1) & (L <= T) & ~((~np.isfinite(x)).any(-1) & valid).any(-1) & (x.shape[2] == F))
+        idx = np.flatnonzero(ok)
+        scores = x[idx, 0] @ W                                       # the "model"
+        target = scores.argmax(-1).astype(np.int32)
+        z = scores[np.arange(len(idx)), target]
+        z_lrp = z * z / (z + np.where(z >= 0, 1e-3, -1e-3))                  # epsilon rule, eps 1e-3
+        rel = np.where(steps[None, :] == 0, z_lrp[:, None], 0)
+        rel = rel.astype(np.float32)
+        Lk = L[idx]
+        flat = rel[valid[idx]]
+        offsets = np.zeros(len(idx) + 1, np.int32)
+        np.cumsum(Lk, out=offsets[1:])
+        table = pa.table({
+            "index": pa.array(s + idx, pa.int64()), "id": pa.array(s + idx, pa.int64()),
+            "label": pa.array(labels_all[s:s + n][idx], pa.int64()),
+            "length": pa.array(Lk.astype(np.int32)), "target": pa.array(target),
+            "score": pa.array(scores[np.arange(len(idx)), target].astype(np.float32)),
+            "relevance": pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))})
+        pq.write_table(table, os.path.join(out, f"part-{k:05d}.parquet"))
+    return N
+
+
+def timed_runs(fn, repeats: int) -> float:
+    best = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best.append(time.perf_counter() - t0)
+    return min(best)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    t_start = time.perf_counter()
+    tmp = tempfile.mkdtemp(prefix="lrpjax-bench-pipeline-")
+    try:
+        data = os.path.join(tmp, "data.npz")
+        make_input(data, a.n, a.T, a.F)
+        spec = free_model(a.F)
+        W = np.asarray(np.random.default_rng(1).standard_normal((a.F, 3)).astype(np.float32))
+
+        def job():
+            out = os.path.join(tmp, "job")
+            shutil.rmtree(out, ignore_errors=True)
+            s = attribute_dataset(spec, data, out, shard_size=a.shard_size, batch_size=a.batch_size,
+                                  progress=False, target="pred")
+            assert s.n_explained == a.n, s
+
+        def loop():
+            out = os.path.join(tmp, "loop")
+            shutil.rmtree(out, ignore_errors=True)
+            os.makedirs(out)
+            numpy_pyarrow_loop(data, out, a.shard_size, W)
+
+        job()   # warm-up: compilations (one per bucket length) are not what this measures
+        t_job, t_loop = timed_runs(job, a.repeats), timed_runs(loop, a.repeats)
+        # the loop's results equal the job's (same rows, same relevance)
+        got = lrpjax.jobs.read_results(os.path.join(tmp, "job")).sort_by("index")
+        want = pq.read_table(os.path.join(tmp, "loop")).sort_by("index")
+        np.testing.assert_array_equal(got.column("index").to_numpy(), want.column("index").to_numpy())
+        np.testing.assert_allclose(got.column("relevance").combine_chunks().flatten().to_numpy(),
+                                   want.column("relevance").combine_chunks().flatten().to_numpy(),
+                                   rtol=1e-5, atol=1e-5)
+        r_job, r_loop = a.n / t_job, a.n / t_loop
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    cmd = "cd " + shlex.quote(REPO) + " && PYTHONPATH=. " + " ".join(
+        shlex.quote(s) for s in [sys.executable, "scripts/bench_pipeline.py", *sys.argv[1:]])
+    print("lrpjax job pipeline benchmark" + ("  [--quick: smoke test, numbers not meaningful]" if a.quick else ""))
+    print(f"devices: {jax.devices()}  jax {jax.__version__}  pyarrow {pa.__version__}  numpy {np.__version__}"
+          f"  python {platform.python_version()}  cpus {os.cpu_count()}")
+    print(f"free model, .npz input N={a.n}, T={a.T}, F={a.F}, lengths U[1, T], shard_size={a.shard_size}, "
+          f"batch_size={a.batch_size}; best of {a.repeats} runs after a warm-up")
+    print(f"  NumPy + pyarrow loop (one thread):   {r_loop:12,.0f} examples/s")
+    print(f"  lrpjax.attribute_dataset:            {r_job:12,.0f} examples/s")
+    ratio = r_job / r_loop
+    print(f"  ratio job / loop: {ratio:.2f} (goal >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
+    print(f"total wall time {time.perf_counter() - t_start:.0f} s")
+    print(f"reproduce: {cmd}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
