@@ -205,10 +205,12 @@ class Runner:
         B, n = self.batch, len(chunk)
         rows = np.concatenate([chunk, np.full(B - n, chunk[0], chunk.dtype)])
         lengths = ex.lengths[rows]
-        x = np.zeros((B, L, ex.x.shape[2]), np.float32)
         m = min(L, ex.x.shape[1])
-        x[:, :m] = ex.x[ex.rows[rows], :m]
-        x[np.arange(L)[None, :] >= lengths[:, None]] = 0      # steps past each example's length
+        x = ex.x[ex.rows[rows], :m]                                   # a copy (fancy indexing)
+        past = np.arange(m)[None, :] >= lengths[:, None]
+        x.reshape(B * m, -1)[past.reshape(-1)] = 0                    # zero past each length
+        if m < L:
+            x = np.concatenate([x, np.zeros((B, L - m, x.shape[2]), np.float32)], axis=1)
         if self.target_mode == "true":
             tgt = ex.labels[rows].astype(np.int32)
         else:

@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -174,6 +175,9 @@ class _ShardLoop:
 
     def run(self, shards: Iterable[list]) -> None:
         in_flight = None
+        # one writer thread: shard k's Parquet encoding, digest and fsync (which release the GIL)
+        # overlap the reading, checking and device work of shard k+1; writes stay in order
+        self.writer, self.writing = ThreadPoolExecutor(1, thread_name_prefix="lrpjax-writer"), None
         try:
             for k, recs in enumerate(shards):
                 started = self._start(k, recs)
@@ -184,8 +188,21 @@ class _ShardLoop:
                 in_flight = started
             if in_flight is not None:
                 self._write(*in_flight)
+            self._written()
         finally:
+            if self.writing is not None:        # an error elsewhere: let the last write finish
+                with contextlib.suppress(Exception):
+                    self.writing.result()
+            self.writer.shutdown()
             self.bar.close()
+
+    def _written(self) -> None:
+        """Wait for the shard being written (its errors are raised here) and count it."""
+        if self.writing is not None:
+            n_good = self.writing.result()
+            self.writing = None
+            self.counts["explained"] += n_good
+            self.counts["written"] += 1
 
     def _start(self, k: int, recs: list) -> Optional[tuple]:
         """Validate shard ``k`` and start its device work; None for a shard not to write now."""
@@ -227,9 +244,10 @@ class _ShardLoop:
         results = job.runner.collect(good, handle, self.bar.update)
         meta = {"lrpjax.job": job.job_key, "lrpjax.shard": k, "lrpjax.examples": len(recs),
                 "lrpjax.process": job.sync.p, "lrpjax.processes": job.sync.n}
-        write_shard(job.out, k, good, results, errors, job.validator.id_type, job.schema, meta)
-        self.counts["explained"] += len(good)
-        self.counts["written"] += 1
+        self._written()
+        self.writing = self.writer.submit(
+            lambda: (write_shard(job.out, k, good, results, errors, job.validator.id_type, job.schema,
+                                 meta), len(good))[1])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -97,7 +97,9 @@ class Validator:
     def fix_id_type(self, first_records) -> None:
         """Fix the id type (int64 or string) from the first parsable record of the input."""
         if isinstance(first_records, Block):
-            first_records = first_records.records()[:1] if len(first_records) else []
+            b = first_records
+            first_records = Block(b.start, b.x[:1], *(None if a is None else a[:1] for a in
+                                                      (b.ids, b.lengths, b.labels))).records()
         self.record_id(next((r for r in first_records if r.error is None), None)
                        or (first_records[0] if first_records else Record(0)))
 
@@ -167,7 +169,7 @@ class Validator:
         """(ids column, reasons) of a block: a bad or duplicate id is an error; None if the ids are
         of a kind the column checks do not take."""
         n = len(b)
-        reasons: list = [None] * n
+        reasons: dict = {}          # row -> reason of its error (the first check it fails)
         if self.id_type is None:
             self.fix_id_type(b)
         if b.ids is None:
@@ -224,8 +226,8 @@ class Validator:
         raw = lambda col, j: col[j].item()
 
         def fail(mask, why):
-            for j in np.flatnonzero(mask):
-                if reasons[j] is None:
+            for j in np.flatnonzero(mask).tolist():
+                if j not in reasons:
                     reasons[j] = why(j)
 
         if self.target == "true":
@@ -252,10 +254,11 @@ class Validator:
         valid = np.arange(T)[None, :] < lengths[:, None]
         n_bad = np.count_nonzero(~np.isfinite(b.x) & valid[:, :, None], axis=(1, 2))
         fail(n_bad > 0, lambda j: f"non-finite values: {n_bad[j]} NaN/inf in x")
-        bad = np.fromiter((r is not None for r in reasons), bool, n)
+        bad = np.zeros(n, bool)
+        bad[list(reasons)] = True
         rows = np.flatnonzero(~bad)
         errors = [(int(index[j]), ids[j].item() if isinstance(ids, np.ndarray) else ids[j], reasons[j])
-                  for j in np.flatnonzero(bad)]
+                  for j in np.flatnonzero(bad).tolist()]
         pick_ids = [ids[j] for j in rows] if isinstance(ids, list) else ids[rows].astype(np.int64)
         good = Examples(index[rows], pick_ids, b.x, rows, lengths[rows].astype(np.int32),
                         None if labels is None else labels[rows], None if labels is None else label_ok[rows])
