@@ -11,6 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.parametrize("script, expected", [
     ("bench_core.py", "compilations for lengths 1..40"),
     ("bench_flax.py", "plain gradient <= 1.0"),
+    ("bench_pipeline.py", "job / message-matrix loop"),
 ])
 def test_benchmark_quick_runs(script, expected):
     env = dict(os.environ)
