@@ -7,8 +7,10 @@
 #    it creates .venv, installs the project and the CUDA build of jax (needs the package registry).
 # 2. Correctness on the GPU: relevance of the reference BiLSTM on the GPU vs the CPU backend (float32),
 #    conservation with bias_factor=1, a jitted batch with padding vs per-example results.
-# 3. Speed, large batches: bench_core (B=4096), bench_flax, bench_attribute (batch 4096; the SST test
-#    sentences from DATA_DIR, default ../shared/data/sst_bilstm_li2016), printing examples/s.
+# 3. Speed, large batches: bench_core (B=4096; its kernel-goal rows at T=20), bench_flax,
+#    bench_attribute (batch 4096; the SST test sentences from DATA_DIR, default
+#    ../shared/data/sst_bilstm_li2016), and bench_pipeline at batch 4096 (the job's rate as a % of the
+#    bare relevance rate: goal >= 50 %), printing examples/s.
 # Each step prints its result; a failing step is reported and the others still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -77,4 +79,6 @@ step "bench_core, B=4096" "$PY" scripts/bench_core.py --batch 4096 --repeats 11 
 step "bench_flax" "$PY" scripts/bench_flax.py --repeats 11
 step "bench_attribute, batch 4096" "$PY" scripts/bench_attribute.py --batch-size 4096 --repeat 40 \
   --data "$DATA" --numpy-samples 100
+step "bench_pipeline, batch 4096" "$PY" scripts/bench_pipeline.py --batch-size 4096 --sst-batch-size 4096 \
+  --n 1000000
 exit $status
