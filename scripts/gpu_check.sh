@@ -80,5 +80,5 @@ step "bench_flax" "$PY" scripts/bench_flax.py --repeats 11
 step "bench_attribute, batch 4096" "$PY" scripts/bench_attribute.py --batch-size 4096 --repeat 40 \
   --data "$DATA" --numpy-samples 100
 step "bench_pipeline, batch 4096" "$PY" scripts/bench_pipeline.py --batch-size 4096 --sst-batch-size 4096 \
-  --n 1000000
+  --sst-repeat 40 --n 1000000
 exit $status
