@@ -261,7 +261,9 @@ def _complete_rows(path: Path, job_key: str, verify: bool = False) -> Optional[i
         kv = md.metadata or {}
         if kv.get(b"lrpjax.job") != job_key.encode() or int(kv[b"lrpjax.rows"]) != md.num_rows:
             return None
-    except Exception:
+    except Exception as e:     # missing, or no footer (a truncated file: damaged, reported below)
+        if verify and path.exists():
+            _warn_damaged(path, f"it has no valid footer: {type(e).__name__}: {one_line(e)[:120]}")
         return None
     if verify:
         try:
@@ -270,10 +272,14 @@ def _complete_rows(path: Path, job_key: str, verify: bool = False) -> Optional[i
         except Exception as e:     # damaged pages: any read error means "recompute"
             ok, why = False, f"it is unreadable: {type(e).__name__}: {one_line(e)[:120]}"
         if not ok:
-            print(f"lrpjax attribute: warning: {path} is damaged ({why}): its shard is computed and "
-                  f"written again.", file=sys.stderr, flush=True)
+            _warn_damaged(path, why)
             return None
     return md.num_rows
+
+
+def _warn_damaged(path: Path, why: str) -> None:
+    print(f"lrpjax attribute: warning: {path} is damaged ({why}): its shard is computed and written "
+          f"again.", file=sys.stderr, flush=True)
 
 
 def completed_errors(out: Path, k: int, job_key: str, verify: bool = False) -> Optional[int]:
