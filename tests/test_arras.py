@@ -38,9 +38,10 @@ def test_forward_matches_reference_equations(model, arras_weights, embedded):
 @pytest.mark.parametrize("bias_factor", [0.0, 1.0])
 def test_relevance_equals_reference_rules_on_released_weights(model, arras_weights, embedded,
                                                               bias_factor):
-    for x, label in zip(*embedded):
+    for k, (x, label) in enumerate(zip(*embedded)):
         scores = oracle.arras_bilstm_forward(arras_weights, x)
-        for target in sorted({int(np.argmax(scores)), label}):
+        # one target per sentence (the oracle's literal loops are slow): the label, or the argmax
+        for target in [label if (k + int(bias_factor)) % 2 else int(np.argmax(scores))]:
             R_or, R_init, _ = oracle.arras_bilstm_lrp(arras_weights, x, target, eps=1e-3,
                                                       bias_factor=bias_factor)
             ex = lrpjax.explain(model, f64(x), target, eps=1e-3, bias_factor=bias_factor)
