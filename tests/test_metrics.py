@@ -257,6 +257,13 @@ def test_deletion_curve_errors(deletion_data):
 
 
 def test_docstring_examples_run_in_float32():
+    import importlib
+    import pkgutil
+    attempted = 0
     with jax.enable_x64(False):
-        res = doctest.testmod(metrics, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert res.failed == 0 and res.attempted >= 8
+        for m in pkgutil.iter_modules(metrics.__path__):
+            res = doctest.testmod(importlib.import_module(f"lrpjax.metrics.{m.name}"),
+                                  optionflags=doctest.NORMALIZE_WHITESPACE)
+            assert res.failed == 0, m.name
+            attempted += res.attempted
+    assert attempted >= 8
