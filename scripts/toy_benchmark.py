@@ -35,7 +35,7 @@ sys.path.insert(0, REPO)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lrpjax import baselines, tasks  # noqa: E402
+from lrpjax import baselines, metrics, tasks  # noqa: E402
 
 GOAL_MSE = 1e-3    # the issue's bar: every model must reach test MSE < 1e-3
 MIN_ABS = 0.2      # metric (a) ranks only sequences whose marked values both have |value| >= MIN_ABS
@@ -105,6 +105,54 @@ def attribute(params, x, lengths, name: str, kw: dict, batch: int) -> np.ndarray
                            for i in range(0, len(x), batch)])
 
 
+def per_sequence(R: np.ndarray, x, lengths, pos) -> dict:
+    """Per-sequence values behind metrics (a) and (c), for paired comparisons between methods on the
+    same test sequences: ``hit`` (over the eligible sequences, the rule of
+    :func:`lrpjax.metrics.topk_accuracy`; a sequence with NaN/inf relevance is a miss) and ``share``
+    (every sequence; NaN where the relevance is not finite)."""
+    T = R.shape[1]
+    R = np.where(np.arange(T)[None, :] < lengths[:, None], np.asarray(R, np.float64), 0.0)
+    finite = np.all(np.isfinite(R), axis=1)
+    A = np.abs(np.where(finite[:, None], R, 0.0))
+    on = np.zeros(R.shape, bool)
+    on[np.arange(len(R))[:, None], pos] = True
+    hit = (np.where(on, A, np.inf).min(1) > np.where(on, -np.inf, A).max(1)) & finite
+    share = np.full(len(R), np.nan)
+    share[finite] = metrics.marked_share(R[finite], pos[finite], lengths[finite])
+    return {"hit": hit[tasks.eligible(x, pos, MIN_ABS)], "share": share}
+
+
+def paired_bootstrap(a: list, b: list, n_boot: int = 2000, seed: int = 0) -> tuple:
+    """Mean over the training seeds of ``mean(a_s - b_s)`` and its 95 % paired-bootstrap interval:
+    the test sequences are resampled (the same resample for both methods and every seed, since every
+    model explains the same test set); NaN pairs are left out."""
+    A, B = np.asarray(a, np.float64), np.asarray(b, np.float64)       # (seeds, sequences)
+    d = A - B
+    ok = np.all(np.isfinite(d), axis=0)
+    d = d[:, ok]
+    rng = np.random.default_rng(seed)
+    boots = np.array([d[:, idx].mean() for idx in rng.integers(0, d.shape[1], (n_boot, d.shape[1]))])
+    return float(d.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+def comparison_rows(models: list, methods: list, results: dict) -> list:
+    """Per cell: LRP-all minus the best other method (by mean accuracy (a) over the seeds), accuracy and
+    marked share, with the spread over seeds and 95 % paired-bootstrap intervals."""
+    others = [label for label, _, _ in methods if not label.startswith("LRP-all")]
+    rows = [["cell", "best other (a)", "LRP-all (a), mean ± sd over seeds", "other (a)",
+             "difference (a) [95% CI]", "difference (c) [95% CI]"]]
+    for m in models:
+        r = results[m]
+        acc = lambda label: [float(np.mean(s["hit"])) for s in r["seq:" + label]]
+        best = max(others, key=lambda label: np.mean(acc(label)))
+        da = paired_bootstrap([s["hit"] for s in r["seq:LRP-all"]], [s["hit"] for s in r["seq:" + best]])
+        dc = paired_bootstrap([s["share"] for s in r["seq:LRP-all"]], [s["share"] for s in r["seq:" + best]])
+        sd = lambda v: f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}"
+        rows.append([f"{m[0]}: {tasks.VARIANT_NAMES[m[1]]}", best, sd(acc("LRP-all")), sd(acc(best)),
+                     f"{da[0]:+.3f} [{da[1]:+.3f}, {da[2]:+.3f}]", f"{dc[0]:+.3f} [{dc[1]:+.3f}, {dc[2]:+.3f}]"])
+    return rows
+
+
 def fmt(v: float, digits: int = 2) -> str:
     return "nan" if v != v else f"{v:.{digits}f}"
 
@@ -164,7 +212,8 @@ def main(argv=None) -> int:
     n_elig = int(tasks.eligible(x, pos, MIN_ABS).sum())
 
     models = [(op, v) for op in a.ops for v in a.variants]
-    results = {m: {"train": [], **{label: [] for label, _, _ in methods}} for m in models}
+    results = {m: {"train": [], **{label: [] for label, _, _ in methods},
+                   **{"seq:" + label: [] for label, _, _ in methods}} for m in models}
     t_train = t_eval = 0.0
     for s in range(a.seeds):
         for i, (op, variant) in enumerate(models):
@@ -188,6 +237,7 @@ def main(argv=None) -> int:
                 m["max_abs"] = float(np.abs(R[finite]).max()) if finite.any() else float("nan")
                 m["large"] = int(np.sum(finite & np.any(np.abs(R) > LARGE, axis=1)))
                 results[(op, variant)][label].append(m)
+                results[(op, variant)]["seq:" + label].append(per_sequence(R, x, lengths, pos))
                 print(f"  {label:34s} acc {fmt(m['accuracy'], 3)}  r {fmt(m['pearson'], 3)}  share "
                       f"{fmt(m['share'], 3)}  NaN/inf {m['nonfinite']:4d}  |R_t|>{LARGE:g} "
                       f"{m['large']:4d}  max|R_t| {m['max_abs']:.3g}  ({time.perf_counter() - t1:.1f} s)",
@@ -215,12 +265,19 @@ def main(argv=None) -> int:
         f"wall time: {total:.0f} s total ({t_train:.0f} s training, {t_eval:.0f} s explaining + metrics; "
         f"compilation included)",
     ]
+    comparison = comparison_rows(models, methods, results)
+    notes.append(f"LRP-all vs the best other method of each cell (not LRP-all with bias_factor=1): accuracy "
+                 f"(a) and marked share (c), the difference averaged over the {a.seeds} seed(s); 95 % "
+                 f"paired-bootstrap intervals resample the {n_elig} eligible (a) / {a.n} (c) test sequences "
+                 f"(2,000 resamples); a sequence with NaN/inf relevance counts as a miss in (a)")
     print("\n" + render_text(table))
+    print("\n" + render_text(comparison[:1] + comparison[:1] + comparison[1:]).split("\n", 1)[1])
     for s in notes:
         print(s)
     if a.markdown:
         with open(a.markdown, "w", encoding="utf-8") as f:
-            f.write(render_markdown(table) + "\n\n" + "\n".join(f"- {s}" for s in notes) + "\n")
+            f.write(render_markdown(table) + "\n\n" + render_markdown(comparison) + "\n\n"
+                    + "\n".join(f"- {s}" for s in notes) + "\n")
         print(f"markdown table written to {a.markdown}")
     return 0
 
