@@ -9,7 +9,7 @@ The public API, re-exported from the one-concept modules below (see ``docs/index
 * :mod:`lrpjax.cells` -- LSTM / GRU parameters and layers
 * :mod:`lrpjax.baselines`, :mod:`lrpjax.metrics` -- other attribution methods and their evaluation
 * :mod:`lrpjax.importers` -- weights from PyTorch, Keras, Flax and the Arras et al. reference
-* :mod:`lrpjax.jobs` -- dataset-wide attribution jobs (``attribute_dataset``)
+* :mod:`lrpjax.jobs` -- dataset-wide attribution jobs (``attribute_dataset``, ``evaluate_dataset``)
 
 >>> import jax, jax.numpy as jnp, lrpjax
 >>> p = lrpjax.init_lstm(jax.random.key(0), 4, 8)
@@ -43,5 +43,12 @@ __all__ = [
     "gated", "gradient", "gradient_x_input", "gru", "gru_params", "importers", "init_gru", "init_lstm",
     "integrated_gradients", "integrated_gradients_completeness", "interop", "jobs", "linear", "lstm",
     "lstm_params", "metrics", "occlusion", "per_step", "random_relevance", "relevance",
-    "relevance_per_step", "rewrite", "rules", "sensitivity", "stacked_lstm", "strict",
+    "relevance_per_step", "rewrite", "rules", "sensitivity", "stacked_lstm", "strict", "evaluate_dataset",
 ]
+
+
+def __getattr__(name: str):
+    # evaluate_dataset reads and writes Parquet: loaded on first use (`import lrpjax` stays light)
+    if name == "evaluate_dataset":
+        return jobs.evaluate_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -127,7 +127,7 @@ def _host_port(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``lrpjax`` argument parser (subcommands ``attribute``, ``demo`` and ``report``)."""
+    """The ``lrpjax`` argument parser (subcommands ``attribute``, ``demo``, ``report``, ``evaluate``)."""
     ap = argparse.ArgumentParser(prog=PROG, description="Layer-wise Relevance Propagation for "
                                  "recurrent networks in JAX: dataset-wide attribution jobs.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -148,7 +148,51 @@ def build_parser() -> argparse.ArgumentParser:
                         "positive and most negative total relevance as heatmaps, relevance over "
                         "positions, library versions. Example: lrpjax report attributions/")
     report.add_arguments(rp)
+    _add_evaluate_parser(sub)
     return ap
+
+
+def _add_evaluate_parser(sub) -> None:
+    """``lrpjax evaluate``: explain with several methods, score with several metrics, summarise."""
+    ev = sub.add_parser(
+        "evaluate", help="score explanations of a dataset with faithfulness metrics",
+        description="Explain every example with each --methods entry (an attribution job each, under "
+                    "OUT/attributions/), score every explanation with each --metrics entry (OUT/scores/, "
+                    "one row per example, method and metric) and print the mean per method and metric "
+                    "with a 95%% bootstrap interval (OUT/summary.json). Re-running resumes. Example: "
+                    "lrpjax evaluate --model my_model.py:make --data data.npz --out eval/ "
+                    "--methods lrp,integrated_gradients --metrics pixel_flipping,faithfulness_correlation")
+    ev.add_argument("--model", required=True, metavar="MODULE:FACTORY", help="as for lrpjax attribute")
+    ev.add_argument("--data", required=True, metavar="PATH", help="float input (.npz, .npy, .jsonl, .parquet)")
+    ev.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    ev.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="keyword argument for FACTORY (repeatable)")
+    ev.add_argument("--methods", default="lrp", metavar="M1,M2",
+                    help=f"comma-separated attribution methods from {', '.join(jobs_methods())} (default lrp)")
+    ev.add_argument("--metrics", default="pixel_flipping", metavar="NAME1,NAME2",
+                    help="comma-separated metrics (default pixel_flipping); see docs/evaluation.md")
+    ev.add_argument("--seed", type=_non_negative, default=0, help="seed of the perturbations and bootstrap")
+    ev.add_argument("--bootstrap", type=_positive, default=1000, metavar="N", help="bootstrap resamples")
+    ev.add_argument("--target", type=_target, default="pred", metavar="pred|true|K",
+                    help="explained class: pred (argmax, default), true (the label) or an index")
+    _add_run_arguments(ev)
+
+
+def _evaluate(args) -> int:
+    from lrpjax.jobs.evaluate import evaluate_dataset
+    _use_compilation_cache(args.compilation_cache)
+    spec = load_model(args.model, args.model_arg)
+    progress = {"auto": None, "tqdm": "tqdm", "log": "log", "none": False}[args.progress]
+    split = lambda v: [m.strip() for m in v.split(",") if m.strip()]
+    s = evaluate_dataset(spec, args.data, args.out, methods=split(args.methods), metrics=split(args.metrics),
+                         target=args.target, batch_size=args.batch_size, shard_size=args.shard_size,
+                         bucket_step=args.bucket_step, max_length=args.max_length, seed=args.seed,
+                         n_bootstrap=args.bootstrap, overwrite=args.overwrite, progress=progress,
+                         strict=not args.no_strict)
+    print(s.table())
+    print(f"{PROG} evaluate: {s.n_shards_scored} shard(s) scored, {s.n_shards_skipped} skipped (already "
+          f"complete) -> {Path(s.out_dir) / 'summary.json'}")
+    return 0
 
 
 def _add_attribute_parser(sub) -> None:
@@ -427,6 +471,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _attribute(args)
         if args.command == "report":
             return report.run_cli(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         demo.run(Path(args.out), n=args.n, quick=args.quick, seed=args.seed)
         return 0
     except JobError as e:

@@ -334,14 +334,39 @@ def report_html(out_dir: Union[str, os.PathLike], *, top: int = 10, by: str = "r
     if not out.is_dir():
         raise JobError(f"{out_dir} is not a directory (give a job's output directory, the --out of "
                        f"lrpjax attribute).")
+    if (out / "summary.json").exists() and not list(out.glob("part-*.parquet")):
+        return _page(title or f"lrpjax evaluation: {out.name}", [_evaluation_html(out)])
     job = _Job(out)
     title = title or f"lrpjax report: {job.model_name or out.name}"
     s = [_header_html(job, title), _summary_html(job), _statistics_html(job), _positions_html(job),
          _examples_html(job, top, by), _metadata_html(job), _versions_html(job)]
+    return _page(title, s)
+
+
+def _page(title: str, sections: list) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
             f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(s) + "\n</body>\n</html>\n")
+            + "\n".join(sections) + "\n</body>\n</html>\n")
+
+
+def _evaluation_html(out: Path) -> str:
+    """An ``lrpjax evaluate`` directory: the summary table (mean and 95 % bootstrap interval per
+    method and metric) and the settings; each method's attribution job has its own report."""
+    try:
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise JobError(f"{out / 'summary.json'} is unreadable ({e}); re-run lrpjax evaluate.") from e
+    rows = "".join(f"<tr><td>{_e(r['metric'])}</td><td>{_e(r['method'])}</td><td>{r['n']}</td>"
+                   f"<td>{_num(r['mean'])}</td><td>[{_num(r['low'])}, {_num(r['high'])}]</td>"
+                   f"<td>{'higher' if r['higher_is_better'] else 'lower'}</td></tr>"
+                   for r in summary.get("rows", []))
+    settings = summary.get("settings", {})
+    return (f"<h1>{_e(out.name)}: evaluation of explanations</h1>\n<h2>Scores</h2>\n<table><tr><th>metric"
+            f"</th><th>method</th><th>n</th><th>mean</th><th>95% CI (bootstrap)</th><th>better</th></tr>"
+            f"{rows}</table>\n<h2>Settings</h2>\n{_kv_table(sorted(settings.items()))}\n"
+            f"<p class=\"sub\">Per-method attributions: <code>lrpjax report {_e(str(out))}/attributions/"
+            f"METHOD</code>.</p>")
 
 
 def _header_html(job: _Job, title: str) -> str:

@@ -50,11 +50,13 @@ from lrpjax.jobs.spec import (ERRORS, FORMAT_VERSION, MANIFEST, METHOD_OPTIONS, 
 
 # Served by __getattr__: the names of the modules that import pyarrow, loaded on first use (so that
 # `import lrpjax` does not load pyarrow).
-_LAZY = {"read_results": "output", "read_errors": "output", "open_dataset": "sources"}
+_LAZY = {"read_results": "output", "read_errors": "output", "open_dataset": "sources",
+         "evaluate_dataset": "evaluate"}
 
 __all__ = ["BARRIER_TIMEOUT_S", "ERRORS", "FORMAT_VERSION", "JobError", "JobOptions", "JobSummary",
            "LOG_EVERY_S", "MANIFEST", "METHODS", "METHOD_OPTIONS", "ModelSpec", "PER_STEP_ONLY",
-           "SHARD_ERRORS_DIR", "WAIT_FOR_PROCESS_0_S", "attribute_dataset", "open_dataset", "read_errors",
+           "SHARD_ERRORS_DIR", "WAIT_FOR_PROCESS_0_S", "attribute_dataset", "evaluate_dataset", "open_dataset",
+           "read_errors",
            "read_results"]
 
 
