@@ -37,3 +37,14 @@ def row_vector(a, N: int, name: str, fn: str, kind: str) -> np.ndarray:
         raise ValueError(f"{fn}: {name} must be {article} {kind} array of shape ({N},), got shape {v.shape} "
                          f"with dtype {v.dtype}.")
     return v
+
+
+def valid_steps(lengths, N: int, T: int, fn: str) -> np.ndarray:
+    """``(N, T)`` bool, True at ``t < lengths[n]`` (all True for ``lengths=None``); checks ``lengths``
+    ``(N,)`` integers in ``[0, T]``."""
+    if lengths is None:
+        return np.ones((N, T), bool)
+    L = row_vector(lengths, N, "lengths", fn, "integer")
+    if L.size and (L.min() < 0 or L.max() > T):
+        raise ValueError(f"{fn}: lengths must lie in [0, {T}], got values in [{L.min()}, {L.max()}].")
+    return np.arange(T)[None, :] < L[:, None]

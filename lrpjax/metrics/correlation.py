@@ -4,6 +4,17 @@ from __future__ import annotations
 import numpy as np
 
 
+def _pair(a, b, fn: str) -> tuple[np.ndarray, np.ndarray]:
+    """``a``, ``b`` flattened to float64, checked: the same number of values, all finite."""
+    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"{fn}: a and b must have the same number of values, got {np.shape(a)} "
+                         f"({x.size} values) and {np.shape(b)} ({y.size} values).")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError(f"{fn}: a and b must be finite (got NaN/inf values).")
+    return x, y
+
+
 def pearson(a, b) -> float:
     """Pearson correlation of two equally sized arrays (flattened), in float64.
 
@@ -16,12 +27,7 @@ def pearson(a, b) -> float:
     >>> lrpjax.metrics.pearson(np.ones(3), np.arange(3.0))
     nan
     """
-    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"pearson: a and b must have the same number of values, got {np.shape(a)} "
-                         f"({x.size} values) and {np.shape(b)} ({y.size} values).")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("pearson: a and b must be finite (got NaN/inf values).")
+    x, y = _pair(a, b, "pearson")
     if x.size < 2:
         return float("nan")
     dx, dy = x - x.mean(), y - y.mean()
@@ -55,12 +61,7 @@ def spearman(a, b) -> float:
     >>> lrpjax.metrics.spearman(np.ones(3), np.arange(3.0))
     nan
     """
-    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"spearman: a and b must have the same number of values, got {np.shape(a)} "
-                         f"({x.size} values) and {np.shape(b)} ({y.size} values).")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("spearman: a and b must be finite (got NaN/inf values).")
+    x, y = _pair(a, b, "spearman")
     if x.size < 2:
         return float("nan")
     rx, ry = _average_ranks(x), _average_ranks(y)

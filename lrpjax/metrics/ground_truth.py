@@ -67,11 +67,7 @@ def marked_share(R_steps, marked, lengths=None) -> np.ndarray:
     R = np.abs(arguments.steps(R_steps, fn))
     N, T = R.shape
     on = arguments.marked_mask(marked, N, T, fn)
-    if lengths is not None:
-        L = arguments.row_vector(lengths, N, "lengths", fn, "integer")
-        if L.size and (L.min() < 0 or L.max() > T):
-            raise ValueError(f"{fn}: lengths must lie in [0, {T}], got values in [{L.min()}, {L.max()}].")
-        R = np.where(np.arange(T)[None, :] < L[:, None], R, 0.0)
+    R = np.where(arguments.valid_steps(lengths, N, T, fn), R, 0.0)
     num, den = np.sum(np.where(on, R, 0.0), axis=1), np.sum(R, axis=1)
     return np.divide(num, den, out=np.full(N, np.nan), where=den > 0)
 
@@ -88,12 +84,7 @@ def _localisation_inputs(R_steps, mask, lengths, abs, normalise, normalise_func,
     if m.shape != (N, T) or not np.issubdtype(m.dtype, np.bool_):
         raise ValueError(f"{fn}: mask must be a bool array of shape (N, T) = ({N}, {T}) (True on the "
                          f"ground-truth steps), got shape {m.shape} with dtype {m.dtype}.")
-    valid = np.ones((N, T), bool)
-    if lengths is not None:
-        L = arguments.row_vector(lengths, N, "lengths", fn, "integer")
-        if L.size and (L.min() < 0 or L.max() > T):
-            raise ValueError(f"{fn}: lengths must lie in [0, {T}], got values in [{L.min()}, {L.max()}].")
-        valid = np.arange(T)[None, :] < L[:, None]
+    valid = arguments.valid_steps(lengths, N, T, fn)
     A = np.where(valid, R, 0.0)
     if normalise:
         A = normalised(A, normalise_func, fn)

@@ -163,12 +163,7 @@ def mprt(params, layers: Sequence, explain_fn: Callable, x, key, *, lengths=None
     leaves, treedef, groups = _layer_groups(params, layers, fn)
     R0 = _explanation(explain_fn, params, x, fn)
     N, T = R0.shape
-    valid = np.ones((N, T), bool)
-    if lengths is not None:
-        L = arguments.row_vector(lengths, N, "lengths", fn, "integer")
-        if L.size and (L.min() < 0 or L.max() > T):
-            raise ValueError(f"{fn}: lengths must lie in [0, {T}], got values in [{L.min()}, {L.max()}].")
-        valid = np.arange(T)[None, :] < L[:, None]
+    valid = arguments.valid_steps(lengths, N, T, fn)
 
     def prepared(R):                    # as Quantus: padding dropped, normalised, then |.|
         A = np.where(valid, R, 0.0)
