@@ -104,14 +104,16 @@ def curves_for(model: sst.Model, x: jax.Array, lengths: np.ndarray, labels: np.n
         if not rows.any():
             continue
         xs, Ls, ys = x[np.flatnonzero(rows)], lengths[rows], labels[rows]
-        curve = lambda r: metrics.deletion_curve(apply, xs, Ls, ys, r[rows], k_max=k_max, order=order)
+        curve = lambda r: metrics.deletion_curve(apply, xs, Ls, ys, r[rows], k_max=k_max, order=order,
+                                                 per_sentence=True)
         for name, r in R.items():
-            out[order][name] = curve(r)
+            out[order][name] = curve(r).astype(np.float64)
         rand = []
         for s in range(seeds):
             r = baselines.METHODS["random"](None, x, seed=s)
             rand.append(curve(np.asarray(baselines.per_step(r, x))))
         out[order][RANDOM] = np.mean(rand, axis=0)
+        out[order]["rows"] = np.flatnonzero(rows)
     return out
 
 
@@ -211,14 +213,17 @@ def run(models_dir: Path, out: Path, data: Path = sst.DATA, *, quick: bool = Fal
         f"class, k = 1..{k_max}, integrated gradients {ig_steps} steps, random x {seeds} seeds, "
         f"buckets {list(buckets)}, backend {jax.default_backend()}")
 
-    results = {}
+    results, outcomes = {}, {}
     for mname, model in models.items():
         t0 = time.perf_counter()
         pred = sst.predict(model, test, buckets)
         R = attribute(model, test, buckets, T, batch=batch, ig_steps=ig_steps)
         t_attr = time.perf_counter() - t0
         x = model.embed(ids)
-        cur = curves_for(model, x, lengths, labels, pred, R, k_max=k_max, seeds=seeds)
+        per = curves_for(model, x, lengths, labels, pred, R, k_max=k_max, seeds=seeds)
+        # per-sentence outcomes (k_max + 1, n) for paired comparisons (scripts/sst_seeds.py); curves = means
+        outcomes.update({f"{mname}/{o}/{m}": v for o, d in per.items() for m, v in d.items()})
+        cur = {o: {m: v.mean(axis=1) for m, v in d.items() if m != "rows"} for o, d in per.items()}
         t_curve = time.perf_counter() - t0 - t_attr
         acc = float(np.mean(pred == labels))
         results[mname] = {"accuracy": acc, "n_correct": int(np.sum(pred == labels)),
@@ -246,6 +251,7 @@ def run(models_dir: Path, out: Path, data: Path = sst.DATA, *, quick: bool = Fal
                                         for o, cs in r["curves"].items()})
                      for m, r in results.items()}}
     (out / "sst_deletion.json").write_text(json.dumps(js, indent=2) + "\n")
+    np.savez(out / "sst_deletion_outcomes.npz", **outcomes)
     log("\n" + table)
     for line in lines:
         log(line)

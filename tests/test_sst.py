@@ -143,3 +143,23 @@ def test_lrp_beats_random_deletion_on_the_attention_model(runs):
     cur = r["curves"]
     mean = lambda order, m: float(np.mean(cur[order][m][1:]))
     assert mean("most", "LRP (gate=all)") < mean("most", "random") - 0.1
+
+
+def test_per_sentence_outcomes_average_to_the_curves_and_feed_the_seed_summary(runs, capsys):
+    """sst_deletion.py also writes every sentence's outcome per k (for paired comparisons over seeds);
+    their means are the curves, and scripts/sst_seeds.py reads them (here: one run given twice)."""
+    _, out, _ = runs
+    res = json.loads((out / "sst_deletion.json").read_text())["models"]
+    with np.load(out / "sst_deletion_outcomes.npz") as f:
+        for model, r in res.items():
+            for order, curves in r["curves"].items():
+                rows = f[f"{model}/{order}/rows"]
+                for method, curve in curves.items():
+                    per = f[f"{model}/{order}/{method}"]
+                    assert per.shape == (len(curve), len(rows))
+                    np.testing.assert_allclose(per.mean(axis=1), curve, atol=1e-12)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import sst_seeds
+    assert sst_seeds.main([str(out), str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "LRP-all -" in text and "| paper |" in text

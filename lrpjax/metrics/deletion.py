@@ -38,16 +38,16 @@ def _deletion_accuracies(model_fn, x_emb, lengths, labels, R_steps, fill, k_max:
     def accuracy(k):
         drop = (rank < k) & valid                           # the k first in order (all if k > length)
         logits = model_fn(jnp.where(drop[..., None], fill, x_emb), lengths)
-        return jnp.sum(jnp.argmax(logits, axis=-1) == labels, dtype=jnp.int32)
+        return jnp.argmax(logits, axis=-1) == labels
 
-    return jax.lax.map(accuracy, jnp.arange(k_max + 1))
+    return jax.lax.map(accuracy, jnp.arange(k_max + 1))      # (k_max + 1, N) per-sentence outcomes
 
 
 _deletion_jit = jax.jit(_deletion_accuracies, static_argnums=(0, 6, 7))
 
 
 def deletion_curve(model_fn: Callable[[Array, Array], Array], x_emb, lengths, labels, R_steps, *,
-                   k_max: int = 5, order: str = "most", fill=0.0) -> np.ndarray:
+                   k_max: int = 5, order: str = "most", fill=0.0, per_sentence: bool = False) -> np.ndarray:
     """Accuracy of ``model_fn`` after deleting the ``k = 0..k_max`` most / least relevant words.
 
     Deleting a word sets its embedding to ``fill``. ``order="most"`` deletes the words with the
@@ -70,9 +70,12 @@ def deletion_curve(model_fn: Callable[[Array, Array], Array], x_emb, lengths, la
       k_max: largest number of deleted words (int >= 0).
       order: ``"most"`` or ``"least"``.
       fill: number or ``(E,)`` array that replaces a deleted word's embedding.
+      per_sentence: return the outcome of every sentence instead of the accuracy (for paired
+        comparisons of methods on the same sentences).
     Returns:
       ``(k_max + 1,)`` float64 NumPy array; index ``k`` is the accuracy after ``k`` deletions (index 0:
-      nothing deleted).
+      nothing deleted). With ``per_sentence=True``: ``(k_max + 1, N)`` bool, whether sentence ``n`` is
+      classified as its label after ``k`` deletions.
 
     >>> import jax.numpy as jnp, numpy as np, lrpjax
     >>> model = lambda x, l: jnp.stack([x.sum((1, 2)), jnp.zeros(x.shape[0])], -1)  # class 0 iff sum > 0
@@ -110,4 +113,5 @@ def deletion_curve(model_fn: Callable[[Array, Array], Array], x_emb, lengths, la
         raise ValueError(f"{fn}: fill must be a number or an array of shape ({E},), got shape {f.shape}.")
     hits = _deletion_jit(model_fn, x, jnp.asarray(L), jnp.asarray(y), jnp.asarray(np.asarray(R_steps)),
                          f, int(k_max), order)
-    return np.asarray(hits, np.float64) / N
+    hits = np.asarray(hits)
+    return hits if per_sentence else hits.mean(axis=1, dtype=np.float64)
