@@ -280,7 +280,7 @@ def resumed_ok(t: dict) -> bool:
 
 KILL_N, KILL_SHARD = 48, 4            # 12 shards; one bad example, so errors.parquet is compared too
 KILL_SHARDS = KILL_N // KILL_SHARD
-CI_KILL_TRIALS = 5                    # scripts/fault_probe.py runs 20 (about 4 s each on 2 cores)
+CI_KILL_TRIALS = 3                    # scripts/fault_probe.py runs 20 (about 4 s each on 2 cores)
 
 
 def write_kill_data(path) -> None:

@@ -1,5 +1,7 @@
-"""The documentation runs as shown: every ```python block of README.md and docs/*.md (each in a fresh
-process, from the repo root), and every relative link of those pages points to a file that exists."""
+"""The documentation runs as shown: every ```python block of README.md and docs/*.md (one fresh process
+per page, each block in a fresh namespace, from the repo root), and every relative link of those pages
+points to a file that exists."""
+import json
 import os
 import re
 import subprocess
@@ -40,15 +42,31 @@ def test_demo_output_block_is_in_the_readme():
     assert where == ["README.md"], where
 
 
-@pytest.mark.parametrize("page,k,code", BLOCKS, ids=[f"{p}:{k}" for p, k, _ in BLOCKS])
-def test_doc_block_runs(page, k, code):
+# One process per page (one JAX start-up), each block in a fresh namespace, in page order.
+DRIVER = """
+import json, sys, traceback
+for k, code in json.loads(sys.stdin.read()):
+    try:
+        exec(compile(code, f"<block {k}>", "exec"), {"__name__": "__main__"})
+    except BaseException:
+        sys.stderr.write(f"BLOCK {k} FAILED\\n" + traceback.format_exc())
+        sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("page", sorted({p for p, _, _ in BLOCKS}))
+def test_doc_blocks_run(page):
+    blocks = [(k, code) for p, k, code in BLOCKS if p == page]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("JAX_ENABLE_X64", None)
     if not os.environ.get("LRPJAX_TEST_FULL_OPT"):   # short blocks: compile time dominates (see conftest)
         env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert out.returncode == 0, f"{page}, python block {k} failed:\n{code}\n{out.stderr[-3000:]}"
+    out = subprocess.run([sys.executable, "-c", DRIVER], input=json.dumps(blocks), cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode:
+        k = re.search(r"BLOCK (\d+) FAILED", out.stderr)
+        code = dict(blocks).get(int(k.group(1))) if k else ""
+        pytest.fail(f"{page}, python block {k.group(1) if k else '?'} failed:\n{code}\n{out.stderr[-3000:]}")
 
 
 def prose(page):
